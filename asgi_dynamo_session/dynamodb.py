@@ -1,0 +1,449 @@
+"""`DynamoDBStore`: sessions as DynamoDB items, with the seed crate's table layout knobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import codec
+from ._ids import hash_id, log_id, new_id
+from ._transport import AioBotocoreTransport, ConditionFailed, Item, Transport
+from .errors import SessionConflict, SessionTooLarge, StoreError
+from .record import Record
+from .store import Clock, epoch
+
+logger = logging.getLogger("asgi_dynamo_session")
+
+#: DynamoDB's hard limit on one item: attribute names plus values.
+DYNAMODB_ITEM_LIMIT = 400 * 1024
+
+
+@dataclass(frozen=True)
+class DynamoDBStoreKey:
+    """A key attribute: its name, and the text written around the session key in its value."""
+
+    name: str
+    prefix: str | None = None
+    suffix: str | None = None
+
+    def value(self, key: str) -> str:
+        return f"{self.prefix or ''}{key}{self.suffix or ''}"
+
+
+@dataclass(frozen=True)
+class DynamoDBStoreProps:
+    """Table layout; the defaults are tower-sessions-dynamodb-store's, so one table serves both."""
+
+    table_name: str = "TowerSessions"
+    partition_key: DynamoDBStoreKey = field(
+        default_factory=lambda: DynamoDBStoreKey(name="session_id", prefix="SESSIONS::TOWER::")
+    )
+    sort_key: DynamoDBStoreKey | None = None
+    expiry_name: str = "expire_at"
+    data_name: str = "data"
+    create_key_max_retry_attempts: int = 5
+    hash_ids: bool = True
+    consistent_read: bool = True
+    version_name: str = "version"
+    created_name: str = "created_at"
+    policy_name: str = "expiry_policy"
+
+
+def item_size(item: Item) -> int:
+    """The item's size as DynamoDB bills and limits it: names plus values, in bytes."""
+    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+
+
+def _value_size(value: dict[str, Any]) -> int:
+    ((kind, body),) = value.items()
+    if kind == "S":
+        return len(body.encode())
+    if kind == "B":
+        return len(body)
+    if kind == "N":
+        digits = body.lstrip("-").replace(".", "").strip("0") or "0"
+        return (len(digits) + 1) // 2 + 1
+    if kind == "BOOL" or kind == "NULL":
+        return 1
+    if kind in ("M", "L"):
+        inner = body.values() if kind == "M" else body
+        names = sum(len(k.encode()) for k in body) if kind == "M" else 0
+        return 3 + names + sum(1 + _value_size(v) for v in inner)
+    raise ValueError(f"unsupported attribute type {kind}")
+
+
+TransportChoice = Literal["auto", "aiobotocore", "fast"]
+
+
+class DynamoDBStore:
+    """Sessions in a DynamoDB table. Every write is conditional; loads drop expired items.
+
+    Pass an aiobotocore DynamoDB client you own, or no client and the store opens its own
+    (at lifespan startup, on first use, or with ``async with store``) and closes it.
+    """
+
+    def __init__(
+        self,
+        client: Any | None = None,
+        props: DynamoDBStoreProps | None = None,
+        *,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        transport: TransportChoice = "auto",
+        connect_timeout: float = 1.0,
+        read_timeout: float = 2.0,
+        max_attempts: int = 3,
+        pool_size: int = 64,
+        max_item_size: int = DYNAMODB_ITEM_LIMIT,
+        compress_above: int | None = 8 * 1024,
+        clock: Clock = time.time,
+    ) -> None:
+        if not 0 < max_item_size <= DYNAMODB_ITEM_LIMIT:
+            raise ValueError(f"max_item_size must be within 1..{DYNAMODB_ITEM_LIMIT}")
+        self.props = props or DynamoDBStoreProps()
+        self.client = client
+        self.owns_client = client is None
+        self._endpoint_url = endpoint_url
+        self._region_name = region_name
+        self._choice: TransportChoice = transport
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._max_attempts = max_attempts
+        self._pool_size = pool_size
+        self.max_item_size = max_item_size
+        self.compress_above = compress_above
+        self._clock = clock
+        self._wire: Transport | None = None
+        self._stack: AsyncExitStack | None = None
+        self._opening = asyncio.Lock()
+        p = self.props
+        self._names = {"#pk": p.partition_key.name, "#exp": p.expiry_name}
+        self._live_check = "attribute_exists(#pk) AND #exp > :now"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the client (when the store owns it) and the data-plane transport; idempotent."""
+        async with self._opening:
+            if self._wire is not None:
+                return
+            stack = AsyncExitStack()
+            try:
+                if self.client is None:
+                    from aiobotocore.config import AioConfig
+                    from aiobotocore.session import get_session
+
+                    config = AioConfig(
+                        connect_timeout=self._connect_timeout,
+                        read_timeout=self._read_timeout,
+                        retries={"mode": "standard", "max_attempts": self._max_attempts},
+                        max_pool_connections=self._pool_size,
+                    )
+                    self.client = await stack.enter_async_context(
+                        get_session().create_client(
+                            "dynamodb",
+                            endpoint_url=self._endpoint_url,
+                            region_name=self._region_name,
+                            config=config,
+                        )
+                    )
+                    stack.push_async_callback(self._forget_client)
+                self._wire = await self._make_transport(stack)
+            except BaseException:
+                await stack.aclose()
+                raise
+            self._stack = stack
+
+    async def _make_transport(self, stack: AsyncExitStack) -> Transport:
+        fast = self._choice == "fast" or (self._choice == "auto" and self.owns_client)
+        if not fast:
+            return AioBotocoreTransport(self.client)
+        from ._fast import FastTransport
+
+        wire = FastTransport.from_aiobotocore_client(
+            self.client,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+            max_attempts=self._max_attempts,
+            pool_size=self._pool_size,
+        )
+        stack.push_async_callback(wire.close)
+        return wire
+
+    async def _forget_client(self) -> None:
+        self.client = None
+
+    async def close(self) -> None:
+        """Close what `open` opened; the store can be opened again afterwards."""
+        async with self._opening:
+            stack, self._stack, self._wire = self._stack, None, None
+            if stack is not None:
+                await stack.aclose()
+
+    async def __aenter__(self) -> DynamoDBStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _transport(self) -> Transport:
+        wire = self._wire
+        if wire is None:
+            await self.open()
+            wire = self._wire
+            assert wire is not None
+        return wire
+
+    # -- item layout -----------------------------------------------------------------------
+
+    def key(self, session_id: str) -> Item:
+        """The DynamoDB key of a session id (hashed unless `hash_ids` is off)."""
+        p = self.props
+        k = hash_id(session_id) if p.hash_ids else session_id
+        key: Item = {p.partition_key.name: {"S": p.partition_key.value(k)}}
+        if p.sort_key is not None:
+            key[p.sort_key.name] = {"S": p.sort_key.value(k)}
+        return key
+
+    def _item(self, record: Record, version: int) -> Item:
+        p = self.props
+        packed = record.packed if record.packed is not None else codec.pack(record.data)
+        item = self.key(record.id)
+        item[p.expiry_name] = {"N": str(epoch(record.expiry_date))}
+        item[p.data_name] = {"B": codec.encode(packed, self.compress_above)}
+        item[p.version_name] = {"N": str(version)}
+        if record.created_at is not None:
+            item[p.created_name] = {"N": str(int(record.created_at.timestamp()))}
+        if record.policy is not None:
+            item[p.policy_name] = {"S": record.policy}
+        size = item_size(item)
+        if size > self.max_item_size:
+            raise SessionTooLarge(size, self.max_item_size)
+        return item
+
+    def _record(self, session_id: str, item: Item) -> Record | None:
+        """The record in an item, or None when it has expired or cannot be read."""
+        p = self.props
+        try:
+            expires = int(item[p.expiry_name]["N"])
+            if expires <= self._clock():
+                return None
+            packed = codec.decode(item[p.data_name]["B"])
+            data = codec.unpack(packed)
+            version = int(item[p.version_name]["N"]) if p.version_name in item else 0
+            created = item.get(p.created_name)
+            policy = item[p.policy_name]["S"] if p.policy_name in item else None
+        except (KeyError, ValueError, TypeError) as exc:
+            logger.warning("unreadable session item %s ignored: %s", log_id(session_id), exc)
+            return None
+        return Record(
+            id=session_id,
+            data=data,
+            expiry_date=datetime.fromtimestamp(expires, timezone.utc),
+            version=version,
+            created_at=None
+            if created is None
+            else datetime.fromtimestamp(int(created["N"]), timezone.utc),
+            policy=policy,
+            packed=packed,
+        )
+
+    def _now(self) -> Item:
+        return {":now": {"N": str(int(self._clock()))}}
+
+    # -- the store protocol ----------------------------------------------------------------
+
+    async def load(self, session_id: str) -> Record | None:
+        wire = await self._transport()
+        item = await wire.get_item(
+            self.props.table_name, self.key(session_id), consistent=self.props.consistent_read
+        )
+        return None if item is None else self._record(session_id, item)
+
+    async def create(self, record: Record) -> None:
+        wire = await self._transport()
+        for _ in range(self.props.create_key_max_retry_attempts + 1):
+            try:
+                await wire.put_item(
+                    self.props.table_name,
+                    self._item(record, 1),
+                    condition="attribute_not_exists(#pk) OR #exp <= :now",
+                    names=self._names,
+                    values=self._now(),
+                )
+            except ConditionFailed:
+                logger.warning("session id collision on create; retrying with a new id")
+                record.id = new_id()
+                continue
+            record.version = 1
+            return
+        raise StoreError(
+            f"no free session id after {self.props.create_key_max_retry_attempts} retries"
+        )
+
+    async def save(self, record: Record) -> None:
+        wire = await self._transport()
+        names = {**self._names, "#ver": self.props.version_name}
+        values = self._now()
+        if record.version:
+            condition = "#ver = :ver AND #exp > :now"
+            values[":ver"] = {"N": str(record.version)}
+            del names["#pk"]
+        else:  # an item written without a version counter (e.g. by the Rust crate)
+            condition = "attribute_exists(#pk) AND attribute_not_exists(#ver) AND #exp > :now"
+        try:
+            await wire.put_item(
+                self.props.table_name,
+                self._item(record, record.version + 1),
+                condition=condition,
+                names=names,
+                values=values,
+            )
+        except ConditionFailed as failed:
+            current = failed.item
+            if current is None:
+                current = await wire.get_item(
+                    self.props.table_name, self.key(record.id), consistent=True
+                )
+            raise SessionConflict(
+                None if current is None else self._record(record.id, current)
+            ) from None
+        record.version += 1
+
+    async def delete(self, session_id: str) -> None:
+        wire = await self._transport()
+        await wire.delete_item(self.props.table_name, self.key(session_id))
+
+    async def touch(self, session_id: str, expiry_date: datetime) -> bool:
+        """Renew the expiry of a live item (one UpdateItem of that attribute); False if gone."""
+        wire = await self._transport()
+        try:
+            await wire.update_item(
+                self.props.table_name,
+                self.key(session_id),
+                update="SET #exp = :exp",
+                condition=self._live_check,
+                names=self._names,
+                values={**self._now(), ":exp": {"N": str(epoch(expiry_date))}},
+            )
+        except ConditionFailed:
+            return False
+        return True
+
+    async def take(self, session_id: str) -> bool:
+        """Delete the item only if it is live; True when this call deleted it."""
+        wire = await self._transport()
+        try:
+            await wire.delete_item(
+                self.props.table_name,
+                self.key(session_id),
+                condition=self._live_check,
+                names=self._names,
+                values=self._now(),
+            )
+        except ConditionFailed:
+            return False
+        return True
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    async def create_table(self, *, enable_ttl: bool = True) -> bool:
+        """Create the table (on-demand billing) if missing and wait until it is active.
+
+        Enables TTL on the expiry attribute where the server supports it; returns whether TTL
+        is on. Servers without TTL (dynalite) need `delete_expired()` now and then.
+        """
+        await self._transport()
+        client: Any = self.client
+        p = self.props
+        keys = [p.partition_key] + ([p.sort_key] if p.sort_key else [])
+        try:
+            await client.create_table(
+                TableName=p.table_name,
+                KeySchema=[
+                    {"AttributeName": k.name, "KeyType": kind}
+                    for k, kind in zip(keys, ("HASH", "RANGE"), strict=False)
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": k.name, "AttributeType": "S"} for k in keys
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
+                raise StoreError(f"CreateTable failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"CreateTable failed: {exc}") from exc
+        for _ in range(600):
+            described = await client.describe_table(TableName=p.table_name)
+            if described["Table"]["TableStatus"] == "ACTIVE":
+                break
+            await asyncio.sleep(0.1)
+        if not enable_ttl:
+            return False
+        try:
+            await client.update_time_to_live(
+                TableName=p.table_name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": p.expiry_name},
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code == "ValidationException" and "already enabled" in str(exc):
+                return True
+            logger.info("TTL not enabled on %s (%s); use delete_expired()", p.table_name, code)
+            return False
+        return True
+
+    async def delete_expired(self, *, max_unprocessed_retries: int = 8) -> int:
+        """Delete every item whose expiry has passed (Scan + BatchWriteItem); returns the count.
+
+        For servers without TTL, or to purge sooner than DynamoDB's TTL sweep.
+        """
+        wire = await self._transport()
+        p = self.props
+        names = {"#pk": p.partition_key.name, "#exp": p.expiry_name}
+        projection = "#pk"
+        if p.sort_key is not None:
+            names["#sk"] = p.sort_key.name
+            projection += ", #sk"
+        deleted = 0
+        start: Item | None = None
+        while True:
+            items, start = await wire.scan(
+                p.table_name,
+                projection=projection,
+                names=names,
+                filter="#exp <= :now",
+                values=self._now(),
+                start_key=start,
+            )
+            for i in range(0, len(items), 25):
+                batch = items[i : i + 25]
+                await self._batch_delete(wire, batch, max_unprocessed_retries)
+                deleted += len(batch)
+            if start is None:
+                return deleted
+
+    async def _batch_delete(self, wire: Transport, keys: list[Item], retries: int) -> None:
+        pending: list[Item] = [{"DeleteRequest": {"Key": key}} for key in keys]
+        for attempt in range(retries + 1):
+            pending = await wire.batch_write(self.props.table_name, pending)
+            if not pending:
+                return
+            await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+        raise StoreError(f"{len(pending)} expired items left unprocessed after {retries} retries")

@@ -1,0 +1,78 @@
+"""Expiry policies: how long a session lives in the browser and in the table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+#: OnSessionEnd sessions keep their item this long after the last write or refresh.
+SESSION_END_ITEM_LIFETIME = timedelta(weeks=2)
+
+
+@dataclass(frozen=True)
+class OnSessionEnd:
+    """The cookie lasts until the browser closes (no Max-Age); the item is kept two weeks."""
+
+
+@dataclass(frozen=True)
+class OnInactivity:
+    """The session ends `duration` after its last refresh; the cookie gets that Max-Age."""
+
+    duration: timedelta
+
+    def __post_init__(self) -> None:
+        if self.duration <= timedelta(0):
+            raise ValueError("OnInactivity duration must be positive")
+
+
+@dataclass(frozen=True)
+class AtDateTime:
+    """The session ends at a fixed, timezone-aware moment."""
+
+    at: datetime
+
+    def __post_init__(self) -> None:
+        if self.at.tzinfo is None or self.at.utcoffset() is None:
+            raise ValueError("AtDateTime needs a timezone-aware datetime")
+
+
+Expiry = OnSessionEnd | OnInactivity | AtDateTime
+
+
+def window(expiry: Expiry) -> timedelta | None:
+    """The sliding lifetime a refresh renews, or None for a fixed end."""
+    if isinstance(expiry, OnInactivity):
+        return expiry.duration
+    if isinstance(expiry, OnSessionEnd):
+        return SESSION_END_ITEM_LIFETIME
+    return None
+
+
+def expiry_date(expiry: Expiry, now: float) -> datetime:
+    """When a session refreshed at `now` (epoch seconds) ends under `expiry`."""
+    if isinstance(expiry, AtDateTime):
+        return expiry.at.astimezone(timezone.utc)
+    span = window(expiry)
+    assert span is not None
+    return datetime.fromtimestamp(now, timezone.utc) + span
+
+
+def dump_policy(expiry: Expiry) -> str:
+    """A short text form of a per-session policy, kept with the stored item."""
+    if isinstance(expiry, OnInactivity):
+        return f"inactivity:{expiry.duration.total_seconds():g}"
+    if isinstance(expiry, AtDateTime):
+        return f"at:{expiry.at.timestamp():f}"
+    return "session"
+
+
+def load_policy(text: str) -> Expiry:
+    """The policy `dump_policy` wrote; ValueError for anything else."""
+    kind, _, value = text.partition(":")
+    if kind == "inactivity":
+        return OnInactivity(timedelta(seconds=float(value)))
+    if kind == "at":
+        return AtDateTime(datetime.fromtimestamp(float(value), timezone.utc))
+    if kind == "session" and not value:
+        return OnSessionEnd()
+    raise ValueError(f"unknown expiry policy {text!r}")

@@ -1,0 +1,281 @@
+"""`SessionMiddleware`: load the session before the app runs, persist it as the response starts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from ._ids import log_id
+from ._persist import Cookie, Persister
+from .cookies import CookieFormat, SameSite, Signer, cookie_values
+from .errors import SessionTooLarge, StoreError
+from .expiry import Expiry, OnSessionEnd
+from .session import Session
+from .store import Clock, SessionStore
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("asgi_dynamo_session")
+
+
+class SessionMiddleware:
+    """Pure-ASGI middleware giving http and websocket scopes a server-side `Session`."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: SessionStore,
+        secret_keys: str | bytes | Sequence[str | bytes],
+        cookie_name: str = "id",
+        path: str = "/",
+        domain: str | None = None,
+        secure: bool = True,
+        http_only: bool = True,
+        same_site: SameSite | None = "lax",
+        partitioned: bool = False,
+        expiry: Expiry | None = None,
+        touch_after: timedelta | None = None,
+        absolute_timeout: timedelta | None = None,
+        save_attempts: int = 3,
+        retry_after: int = 1,
+        clock: Clock = time.time,
+    ) -> None:
+        if touch_after is not None and touch_after < timedelta(0):
+            raise ValueError("touch_after must not be negative")
+        if absolute_timeout is not None and absolute_timeout <= timedelta(0):
+            raise ValueError("absolute_timeout must be positive")
+        if save_attempts < 1:
+            raise ValueError("save_attempts must be at least 1")
+        self.app = app
+        self.store = store
+        self.signer = Signer(secret_keys)
+        self.cookie = CookieFormat(
+            cookie_name,
+            path=path,
+            domain=domain,
+            secure=secure,
+            http_only=http_only,
+            same_site=same_site,
+            partitioned=partitioned,
+        )
+        self.persister = Persister(
+            store,
+            expiry=expiry or OnSessionEnd(),
+            touch_after=touch_after,
+            absolute_timeout=absolute_timeout,
+            save_attempts=save_attempts,
+            clock=clock,
+        )
+        self.retry_after = str(retry_after).encode()
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    async def _load(self, scope: Scope) -> Session:
+        """The request's session: one store read when a cookie verifies, none otherwise."""
+        values = cookie_values(scope.get("headers", ()), self.cookie.name)
+        found = self.signer.first_valid(values) if values else None
+        record = None
+        key_index = 0
+        if found is not None:
+            session_id, key_index = found
+            record = await self.store.load(session_id)
+            if record is not None and not self.persister.alive(record):
+                logger.info("session %s passed its absolute timeout", log_id(session_id))
+                record = None
+        session = self.persister.session(record, key_index)
+        session._had_cookie = bool(values)
+        scope["session"] = session
+        state = scope.get("state")
+        if isinstance(state, dict):
+            state["session"] = session
+        return session
+
+    def _current(self, scope: Scope, session: Session) -> Session:
+        """The session as the app left it: a replaced mapping becomes the data, anything else
+        that is not a mapping (None, a framework's Empty) empties it."""
+        value: Any = scope.get("session")
+        if value is not session:
+            session._replace(value.items() if isinstance(value, Mapping) and value else ())
+            scope["session"] = session
+        return session
+
+    # -- http ------------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            session = await self._load(scope)
+        except StoreError as exc:
+            logger.error("session load failed, answering 503: %s", exc)
+            await self._answer(send, 503, b"Session store unavailable\n", retry=True)
+            return
+        started = False
+        replaced = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started, replaced, session
+            kind = message["type"]
+            if replaced:
+                return
+            if kind == "http.response.start":
+                started = True
+                session = self._current(scope, session)
+                headers = list(message.get("headers", ()))
+                if message["status"] < 500:
+                    failure = await self._commit_for_response(session, headers)
+                    if failure is not None:
+                        replaced = True
+                        await self._answer(send, *failure)
+                        return
+                if session.accessed:
+                    _add_vary(headers)
+                message["headers"] = headers
+            elif kind == "http.response.body" and not message.get("more_body", False) and started:
+                await self._late_commit(scope, session)
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    async def _commit_for_response(
+        self, session: Session, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, bytes, bool] | None:
+        """Persist and add the cookie header; a failure gives the answer to send instead."""
+        try:
+            action = await self.persister.commit(session)
+        except SessionTooLarge as exc:
+            logger.error("session %s not saved: %s", log_id(session.id), exc)
+            return 500, b"Session too large\n", False
+        except TypeError as exc:
+            logger.error("session %s not saved: %s", log_id(session.id), exc)
+            return 500, b"Session data cannot be stored\n", False
+        except StoreError as exc:
+            logger.error("session %s save failed, answering 503: %s", log_id(session.id), exc)
+            return 503, b"Session store unavailable\n", True
+        if action is Cookie.KEEP and session._pending is not None:
+            action = session._pending
+        session._pending = None
+        header = self._set_cookie(session, action)
+        if header is not None:
+            headers.append((b"set-cookie", header))
+        return None
+
+    def _set_cookie(self, session: Session, action: Cookie) -> bytes | None:
+        if action is Cookie.KEEP:
+            return None
+        if action is Cookie.EXPIRE or session.id is None:
+            return self.cookie.expire()
+        return self.cookie.set(
+            self.signer.sign(session.id), self.persister.cookie_expires(session), self.clock()
+        )
+
+    async def _late_commit(self, scope: Scope, session: Session) -> None:
+        """After the response started: save what changed since, under the same id."""
+        session = self._current(scope, session)
+        if not session.modified and session._pending is None:
+            return
+        had_id = session.id
+        try:
+            action = await self.persister.commit(session)
+        except (StoreError, SessionTooLarge, TypeError) as exc:
+            logger.error("session %s not saved after the response started: %s", log_id(had_id), exc)
+            return
+        pending, session._pending = session._pending, None
+        if action in (Cookie.NEW, Cookie.EXPIRE) or pending in (Cookie.NEW, Cookie.EXPIRE):
+            logger.warning(
+                "session %s changed its cookie after the response started; the browser was "
+                "not told (save before the response starts, or call session.save() earlier)",
+                log_id(session.id or had_id),
+            )
+
+    async def _answer(self, send: Send, status: int, body: bytes, retry: bool) -> None:
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        if retry:
+            headers.append((b"retry-after", self.retry_after))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    # -- websocket -------------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            session = await self._load(scope)
+        except StoreError as exc:
+            logger.error("session load failed, refusing the websocket: %s", exc)
+            await send({"type": "websocket.close", "code": 1013, "reason": "Try again later"})
+            return
+        accepted = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal accepted, session
+            if message["type"] == "websocket.accept" and not accepted:
+                accepted = True
+                session = self._current(scope, session)
+                headers = list(message.get("headers", ()))
+                failure = await self._commit_for_response(session, headers)
+                if failure is not None:
+                    await send({"type": "websocket.close", "code": 1011, "reason": "Session error"})
+                    return
+                if headers:
+                    message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+        if accepted:
+            await self._late_commit(scope, session)
+
+    # -- lifespan --------------------------------------------------------------------------
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        opener = getattr(self.store, "open", None)
+        closer = getattr(self.store, "close", None)
+        if opener is None or closer is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await opener()
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await closer()
+            await send(message)
+
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        finally:
+            await closer()
+
+
+def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:
+    for i, (name, value) in enumerate(headers):
+        if name.lower() == b"vary":
+            if b"cookie" not in value.lower() and value.strip() != b"*":
+                headers[i] = (name, value + b", Cookie")
+            return
+    headers.append((b"vary", b"Cookie"))

@@ -1,0 +1,25 @@
+"""`Record`: one stored session as the store protocol passes it around."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass
+class Record:
+    """A session's id, data, expiry and the version its conditional save checks.
+
+    `version` is 0 for a record not stored yet; stores bump it on every write. `created_at` is
+    kept across saves and id cycles (it bounds `absolute_timeout`); `policy` is a per-session
+    expiry policy in `expiry.dump_policy` form, or None for the middleware's.
+    """
+
+    id: str
+    data: dict[str, Any]
+    expiry_date: datetime
+    version: int = 0
+    created_at: datetime | None = None
+    policy: str | None = None
+    packed: bytes | None = field(default=None, repr=False, compare=False)

@@ -1,0 +1,191 @@
+"""`Session`: the dict the middleware puts in the scope, remembering what a request did to it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from . import codec
+from .errors import SessionError
+from .expiry import Expiry
+
+_MISSING: Any = object()
+
+
+class Session(dict[str, Any]):
+    """Session data: a plain dict to the app, plus the flags the middleware needs to persist it.
+
+    Reading marks it accessed (which adds ``Vary: Cookie``); changes, nested ones included, are
+    found by comparing the encoded data with what was loaded.
+    """
+
+    def __init__(self, data: Mapping[str, Any] | None = None, *, id: str | None = None) -> None:
+        super().__init__(data or {})
+        self._id = id
+        self._packed: bytes | None = None
+        self._accessed = False
+        self._cleared = False
+        self._flushed = False
+        self._cycle = False
+        self._expiry: Expiry | None = None
+        self._expiry_changed = False
+        self._saver: Callable[[Session], Awaitable[None]] | None = None
+        self._dates: Callable[[Session], datetime | None] | None = None
+        # Stored state the middleware and store keep in step.
+        self._version = 0
+        self._created_at: datetime | None = None
+        self._stored_expiry: datetime | None = None
+        self._key_index = 0
+        self._had_cookie = False  # the request carried a cookie of our name
+        self._pending: Any = None  # a cookie action from an explicit save(), not yet sent
+
+    # -- what the middleware reads ---------------------------------------------------------
+
+    @property
+    def id(self) -> str | None:
+        """The session id; None until the session has been stored."""
+        return self._id
+
+    @property
+    def accessed(self) -> bool:
+        """True once the app read or wrote the session in this request."""
+        return self._accessed
+
+    def mark_accessed(self) -> None:
+        """Record a read (Starlette calls this); the response then varies on the cookie."""
+        self._accessed = True
+
+    @property
+    def modified(self) -> bool:
+        """True when the data differs from what was loaded, or a flag asks for a write."""
+        if self._cleared or self._flushed or self._cycle or self._expiry_changed:
+            return True
+        if self._packed is None:
+            return bool(self)
+        return codec.pack(self) != self._packed
+
+    # -- what the app calls ----------------------------------------------------------------
+
+    def cycle_id(self) -> None:
+        """Keep the data under a new id at the next save and delete the old item (call at login)."""
+        self._accessed = True
+        self._cycle = True
+
+    def flush(self) -> None:
+        """Clear the data, delete the stored item and expire the cookie (call at logout)."""
+        self._accessed = True
+        self._flushed = True
+        dict.clear(self)
+
+    def set_expiry(self, expiry: Expiry | None) -> None:
+        """Give this session its own expiry policy; None returns to the middleware's."""
+        self._accessed = True
+        self._expiry = expiry
+        self._expiry_changed = True
+
+    @property
+    def expiry(self) -> Expiry | None:
+        """This session's own expiry policy, or None when the middleware's applies."""
+        return self._expiry
+
+    @property
+    def expiry_date(self) -> datetime | None:
+        """When the session ends if saved now (None outside a middleware)."""
+        return None if self._dates is None else self._dates(self)
+
+    async def save(self) -> None:
+        """Persist now (websockets, long streams); the middleware also saves at response start."""
+        if self._saver is None:
+            raise SessionError("this session is not attached to a SessionMiddleware")
+        await self._saver(self)
+
+    # -- dict methods that read or write mark the session accessed -------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        self._accessed = True
+        return dict.__getitem__(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._accessed = True
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._accessed = True
+        dict.__delitem__(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        self._accessed = True
+        return dict.__contains__(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        self._accessed = True
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._accessed = True
+        return dict.__len__(self)
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._accessed = True
+        return dict.get(self, key, default)
+
+    def keys(self) -> Any:
+        self._accessed = True
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self._accessed = True
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._accessed = True
+        return dict.items(self)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._accessed = True
+        return dict.setdefault(self, key, default)
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        self._accessed = True
+        return dict.pop(self, key) if default is _MISSING else dict.pop(self, key, default)
+
+    def popitem(self) -> tuple[str, Any]:
+        self._accessed = True
+        return dict.popitem(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._accessed = True
+        dict.update(self, *args, **kwargs)
+
+    def clear(self) -> None:
+        """Remove all data; the whole session is replaced at save (an empty one is deleted)."""
+        self._accessed = True
+        self._cleared = True
+        dict.clear(self)
+
+    def copy(self) -> dict[str, Any]:
+        self._accessed = True
+        return dict(dict.items(self))
+
+    def __repr__(self) -> str:
+        return f"Session({dict.__repr__(self)})"
+
+    # -- middleware plumbing ---------------------------------------------------------------
+
+    def _replace(self, data: Iterable[tuple[str, Any]]) -> None:
+        """Take another mapping's data as a whole replacement (a framework's set_session)."""
+        dict.clear(self)
+        dict.update(self, data)
+        self._cleared = True
+        self._accessed = True
+
+    def _settle(self, session_id: str | None, packed: bytes | None) -> None:
+        """After a write: this state is what is stored now."""
+        self._id = session_id
+        self._packed = packed
+        self._cleared = self._flushed = self._cycle = self._expiry_changed = False

@@ -1,0 +1,137 @@
+"""The store protocol the middleware talks to, and `MemoryStore`, an in-process implementation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Protocol, runtime_checkable
+
+from . import codec
+from ._ids import new_id
+from .errors import SessionConflict, StoreError
+from .record import Record
+
+Clock = Callable[[], float]
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """Where sessions live. Writes are conditional so that concurrent requests never lose data."""
+
+    async def create(self, record: Record) -> None:
+        """Store a new record (version 0 becomes 1); on an id collision pick a fresh id."""
+        ...
+
+    async def save(self, record: Record) -> None:
+        """Overwrite the record if it is stored at `record.version` and unexpired, else raise
+        `SessionConflict` with the current record (None when gone); bumps `record.version`."""
+        ...
+
+    async def load(self, session_id: str) -> Record | None:
+        """The record, or None when it is missing or its expiry has passed."""
+        ...
+
+    async def delete(self, session_id: str) -> None:
+        """Remove the record if present."""
+        ...
+
+
+@runtime_checkable
+class RefreshingStore(SessionStore, Protocol):
+    """A store that can also renew an expiry and end a live session without a full write."""
+
+    async def touch(self, session_id: str, expiry_date: datetime) -> bool:
+        """Set the expiry of a live record; False when it is gone or expired (nothing written)."""
+        ...
+
+    async def take(self, session_id: str) -> bool:
+        """Delete the record only if it is live; True when this call deleted it."""
+        ...
+
+
+def epoch(moment: datetime) -> int:
+    """Whole epoch seconds (what DynamoDB's TTL attribute holds), rounded up."""
+    stamp = moment.timestamp()
+    whole = int(stamp)
+    return whole + 1 if whole < stamp else whole
+
+
+class _Entry:
+    __slots__ = ("created_at", "expires", "packed", "policy", "version")
+
+    def __init__(self, record: Record, packed: bytes, expires: int, version: int) -> None:
+        self.packed = packed
+        self.expires = expires
+        self.version = version
+        self.created_at = record.created_at
+        self.policy = record.policy
+
+
+class MemoryStore:
+    """Sessions in a dict of this process, with the same semantics as `DynamoDBStore`.
+
+    Meant for tests and prototypes: data is lost on restart and not shared between workers.
+    """
+
+    def __init__(self, *, clock: Clock = time.time, create_key_max_retry_attempts: int = 5):
+        self._items: dict[str, _Entry] = {}
+        self._clock = clock
+        self._retries = create_key_max_retry_attempts
+
+    def _live(self, session_id: str) -> _Entry | None:
+        entry = self._items.get(session_id)
+        if entry is None or entry.expires <= self._clock():
+            return None
+        return entry
+
+    def _record(self, session_id: str, entry: _Entry) -> Record:
+        return Record(
+            id=session_id,
+            data=codec.unpack(entry.packed),
+            expiry_date=datetime.fromtimestamp(entry.expires, timezone.utc),
+            version=entry.version,
+            created_at=entry.created_at,
+            policy=entry.policy,
+            packed=entry.packed,
+        )
+
+    def _entry(self, record: Record, version: int) -> _Entry:
+        packed = record.packed if record.packed is not None else codec.pack(record.data)
+        return _Entry(record, packed, epoch(record.expiry_date), version)
+
+    async def create(self, record: Record) -> None:
+        for _ in range(self._retries + 1):
+            if record.id not in self._items or self._live(record.id) is None:
+                self._items[record.id] = self._entry(record, 1)
+                record.version = 1
+                return
+            record.id = new_id()
+        raise StoreError("could not find a free session id")
+
+    async def save(self, record: Record) -> None:
+        entry = self._live(record.id)
+        if entry is None or entry.version != record.version:
+            raise SessionConflict(None if entry is None else self._record(record.id, entry))
+        self._items[record.id] = self._entry(record, record.version + 1)
+        record.version += 1
+
+    async def load(self, session_id: str) -> Record | None:
+        entry = self._live(session_id)
+        return None if entry is None else self._record(session_id, entry)
+
+    async def delete(self, session_id: str) -> None:
+        self._items.pop(session_id, None)
+
+    async def touch(self, session_id: str, expiry_date: datetime) -> bool:
+        entry = self._live(session_id)
+        if entry is None:
+            return False
+        entry.expires = epoch(expiry_date)
+        return True
+
+    async def take(self, session_id: str) -> bool:
+        if self._live(session_id) is None:
+            return False
+        del self._items[session_id]
+        return True
