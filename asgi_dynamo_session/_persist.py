@@ -120,10 +120,10 @@ class Persister:
     async def commit(self, session: Session) -> Cookie:
         """Write what the request changed; the cookie action the response must carry."""
         now = self.clock()
-        if session._flushed or (session._id is not None and session._cleared and not session):
+        if session._flushed or (session._id is not None and session._cleared and _empty(session)):
             return await self._end(session)
         if session._id is None:
-            if not session:
+            if _empty(session):
                 return Cookie.KEEP
             await self._create(session, now, session._created_at or self._now_dt())
             return Cookie.NEW
@@ -131,7 +131,7 @@ class Persister:
             return await self._cycle(session, now)
         packed = codec.pack(session)
         if packed != session._packed or session._expiry_changed or session._cleared:
-            if not session:
+            if _empty(session):
                 return await self._end(session)
             return await self._save(session, packed, now)
         new_end = self.ends_at(session, now)
@@ -255,6 +255,11 @@ class Persister:
             policy=mine.policy if session._expiry_changed else current.policy,
             packed=codec.pack(data),
         )
+
+
+def _empty(session: Session) -> bool:
+    """Emptiness without marking the session accessed."""
+    return dict.__len__(session) == 0
 
 
 def merge(

@@ -62,7 +62,7 @@ class Session(dict[str, Any]):
         if self._cleared or self._flushed or self._cycle or self._expiry_changed:
             return True
         if self._packed is None:
-            return bool(self)
+            return dict.__len__(self) > 0
         return codec.pack(self) != self._packed
 
     # -- what the app calls ----------------------------------------------------------------
