@@ -1,0 +1,64 @@
+# Development tasks.  Everything installs into the checkout: .venv/ (Python) and .node/ (dynalite).
+#
+#   make test                      pytest against moto, then against dynalite
+#   make test PYTEST_ARGS='-k ttl' extra pytest arguments
+#   DYNAMODB_ENDPOINT_URL=http://127.0.0.1:8000 make test   one run against that endpoint
+#   make lint | make example [APP=counter] [ARGS=--aws] | make bench [QUICK=1] | make clean
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+NODE_DIR := .node
+NODE_STAMP := $(NODE_DIR)/.installed
+DYNALITE_VERSION := ^3
+APP ?= counter
+ARGS ?=
+PYTEST_ARGS ?=
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: venv node test lint example bench clean
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[test,examples,bench,lint,fast]'
+	touch $@
+
+node: $(NODE_STAMP)
+
+$(NODE_STAMP):
+	npm install --prefix $(NODE_DIR) --no-audit --no-fund 'dynalite@$(DYNALITE_VERSION)'
+	touch $@
+
+test: venv node
+	@if [ -n "$$DYNAMODB_ENDPOINT_URL" ]; then \
+		echo "== pytest against $$DYNAMODB_ENDPOINT_URL =="; \
+		$(PY) -m pytest -q $(PYTEST_ARGS); \
+	else \
+		rc=0; \
+		echo "== pytest against moto =="; \
+		DYNAMO_TEST_SERVER=moto $(PY) -m pytest -q $(PYTEST_ARGS) || rc=1; \
+		echo "== pytest against dynalite =="; \
+		DYNAMO_TEST_SERVER=dynalite $(PY) -m pytest -q $(PYTEST_ARGS) || rc=1; \
+		exit $$rc; \
+	fi
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict asgi_dynamo_session
+
+example: venv
+	$(PY) -m examples.serve $(APP) $(ARGS)
+
+bench: venv node
+	$(PY) -m benchmarks $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) $(NODE_DIR) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

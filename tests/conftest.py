@@ -1,0 +1,285 @@
+"""Shared fixtures: a real DynamoDB-compatible server for the whole test session.
+
+Server selection (first match wins):
+
+* ``DYNAMODB_ENDPOINT_URL`` set -> use that endpoint as is (kind ``"external"``); its TTL support
+  is assumed unless ``DYNAMODB_SUPPORTS_TTL=0``.
+* ``DYNAMO_TEST_SERVER=moto`` (the default) -> ``python -m moto.server`` on a free loopback port.
+* ``DYNAMO_TEST_SERVER=dynalite`` -> dynalite from ``$DYNALITE_BIN``, else
+  ``.node/node_modules/.bin/dynalite`` (``make node``), else ``npx --yes dynalite@^3``.
+
+Fake AWS credentials are forced at import time so that no test can reach real AWS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+from uuid import uuid4
+
+import pytest
+from aiobotocore.session import AioSession, get_session
+
+# Importable as `netfault` however pytest imports this directory (with or without __init__.py).
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+from netfault import FaultProxy  # noqa: E402
+
+# Never let a test pick up real credentials or profiles: botocore reads these when a session
+# resolves credentials, which is always after conftest has been imported.
+for _var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(_var, None)
+os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+os.environ["AWS_REGION"] = "us-east-1"
+# No ~/.aws files, no instance-metadata lookups.
+os.environ["AWS_CONFIG_FILE"] = os.devnull
+os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+STARTUP_TIMEOUT = float(os.environ.get("DYNAMO_TEST_STARTUP_TIMEOUT", "60"))
+TTL_SKIP_REASON = "dynalite lacks UpdateTimeToLive"
+
+
+def _free_port() -> int:
+    # Bound on all interfaces: dynalite 3 listens on every interface, moto on 127.0.0.1 only.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers_http(port: int) -> bool:
+    """True once something on the port answers an HTTP request with an HTTP status line."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.settimeout(2)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return s.recv(16).startswith(b"HTTP/")
+    except OSError:
+        return False
+
+
+def _dynalite_command() -> list[str]:
+    explicit = os.environ.get("DYNALITE_BIN")
+    if explicit:
+        return [explicit]
+    local = ROOT / ".node" / "node_modules" / ".bin" / "dynalite"
+    if local.exists():
+        return [str(local)]
+    npx = shutil.which("npx")
+    if npx is None:
+        raise RuntimeError("dynalite not found: run `make node` (needs Node.js and npm)")
+    return [npx, "--yes", "dynalite@^3"]
+
+
+class DynamoServer:
+    """A DynamoDB-compatible server for the test session.
+
+    ``stop()`` / ``start()`` kill and restart the server on the same port (failure injection);
+    a restarted moto or dynalite starts empty.  On an external endpoint both skip the test.
+    """
+
+    def __init__(self, kind: str, port: int | None = None, endpoint_url: str | None = None):
+        self.kind = kind
+        self.port = port
+        if endpoint_url is None:
+            assert port is not None
+            endpoint_url = f"http://127.0.0.1:{port}"
+        self.endpoint_url: str = endpoint_url
+        self.supports_ttl: bool = kind != "dynalite"
+        if kind == "external":
+            self.supports_ttl = os.environ.get("DYNAMODB_SUPPORTS_TTL", "1") not in ("0", "false")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"DynamoServer(kind={self.kind!r}, endpoint_url={self.endpoint_url!r})"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _command(self) -> list[str]:
+        port = str(self.port)
+        if self.kind == "moto":
+            return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port]
+        if self.kind == "dynalite":
+            ms = ["--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"]
+            return [*_dynalite_command(), "--host", "127.0.0.1", "--port", port, *ms]
+        raise AssertionError(self.kind)
+
+    def _output(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read()[-4000:].decode(errors="replace")
+
+    def start(self) -> None:
+        """(Re)start the server on its port and wait until it answers HTTP."""
+        if self.kind == "external":
+            pytest.skip("cannot start/stop an external DYNAMODB_ENDPOINT_URL")
+        if self.running:
+            return
+        assert self.port is not None
+        cmd = self._command()
+        if self._log is not None:
+            self._log.close()
+        self._log = tempfile.TemporaryFile(prefix=f"{self.kind}-")  # noqa: SIM115 (closed in close())
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: teardown kills npx's children too
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not _answers_http(self.port):
+            if self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.kind} exited with code {self._proc.returncode} before answering on "
+                    f"port {self.port}\ncommand: {cmd}\noutput:\n{self._output()}"
+                )
+            if time.monotonic() > deadline:
+                out = self._output()
+                self._kill()
+                raise RuntimeError(
+                    f"{self.kind} did not answer HTTP on port {self.port} within "
+                    f"{STARTUP_TIMEOUT:.0f}s\ncommand: {cmd}\noutput:\n{out}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Kill the server (its whole process group); the port then refuses connections."""
+        if self.kind == "external":
+            pytest.skip("cannot start/stop an external DYNAMODB_ENDPOINT_URL")
+        self._kill()
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        proc.wait()
+        # The group may hold stragglers (npx -> node) after the leader exited.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        self._kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def _make_server() -> DynamoServer:
+    external = os.environ.get("DYNAMODB_ENDPOINT_URL")
+    if external:
+        return DynamoServer("external", endpoint_url=external)
+    kind = os.environ.get("DYNAMO_TEST_SERVER", "moto").strip().lower() or "moto"
+    if kind not in ("moto", "dynalite"):
+        raise pytest.UsageError(f"DYNAMO_TEST_SERVER must be 'moto' or 'dynalite', not {kind!r}")
+    return DynamoServer(kind, port=_free_port())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"requires_ttl: skip unless the server supports UpdateTimeToLive ({TTL_SKIP_REASON})",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if os.environ.get("DYNAMODB_ENDPOINT_URL"):
+        return f"dynamodb server: external {os.environ['DYNAMODB_ENDPOINT_URL']}"
+    return f"dynamodb server: {os.environ.get('DYNAMO_TEST_SERVER', 'moto')}"
+
+
+@pytest.fixture(scope="session")
+def dynamodb_server() -> Iterator[DynamoServer]:
+    """The session's DynamoDB-compatible server: ``.endpoint_url``, ``.kind``, ``.supports_ttl``,
+    ``.stop()``, ``.start()``.  A test that stops it must restart it (use try/finally)."""
+    server = _make_server()
+    if server.kind != "external":
+        server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(autouse=True)
+def _requires_ttl_marker(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("requires_ttl") is not None:
+        request.getfixturevalue("requires_ttl")
+
+
+@pytest.fixture
+def requires_ttl(dynamodb_server: DynamoServer) -> None:
+    """Skip the test when the server lacks UpdateTimeToLive (as dynalite does).
+
+    Use as ``@pytest.mark.requires_ttl`` or as a fixture argument."""
+    if not dynamodb_server.supports_ttl:
+        pytest.skip(TTL_SKIP_REASON)
+
+
+@pytest.fixture
+def aio_session() -> AioSession:
+    return get_session()
+
+
+@pytest.fixture
+async def dynamodb_client(
+    aio_session: AioSession, dynamodb_server: DynamoServer
+) -> AsyncIterator[Any]:
+    """An aiobotocore DynamoDB client on the session server; closed after the test."""
+    async with aio_session.create_client(
+        "dynamodb", endpoint_url=dynamodb_server.endpoint_url, region_name=REGION
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def table_name() -> str:
+    """A fresh table name per test; the test (or the store's create_table()) creates it."""
+    return f"t_{uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def fault_proxy(dynamodb_server: DynamoServer) -> AsyncIterator[FaultProxy]:
+    """A started `FaultProxy` in front of the session server (``.endpoint_url`` to use)."""
+    url = urlsplit(dynamodb_server.endpoint_url)
+    if url.scheme != "http" or url.hostname is None:
+        pytest.skip(f"fault injection needs a plain-http endpoint, not {url.geturl()}")
+    proxy = FaultProxy(url.hostname, url.port or 80)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
