@@ -19,7 +19,7 @@ import aiohttp
 import msgspec
 
 from ._sigv4 import SigV4Signer, amz_date
-from ._transport import ConditionFailed, Item
+from ._transport import ConditionFailed, Item, RequestTransport
 from .errors import StoreError
 
 _TARGET = "DynamoDB_20120810."
@@ -80,6 +80,22 @@ def _decode_value(value: dict[str, Any]) -> None:
         value["BS"] = [a2b_base64(member) for member in value["BS"]]
 
 
+def _decode_result(result: dict[str, Any]) -> dict[str, Any]:
+    """Binary values to bytes in every item or key a data-plane response carries."""
+    if "Item" in result:
+        _decode_item(result["Item"])
+    for item in result.get("Items", ()):
+        _decode_item(item)
+    if "LastEvaluatedKey" in result:
+        _decode_item(result["LastEvaluatedKey"])
+    for requests in result.get("UnprocessedItems", {}).values():
+        for request in requests:
+            for kind, field in (("PutRequest", "Item"), ("DeleteRequest", "Key")):
+                if kind in request:
+                    _decode_item(request[kind][field])
+    return result
+
+
 def _decode_item(item: Item) -> Item:
     """Turn the base64 strings of Binary values into bytes, in place (nested M/L too)."""
     for value in item.values():
@@ -88,23 +104,7 @@ def _decode_item(item: Item) -> Item:
     return item
 
 
-def _params(
-    params: dict[str, Any],
-    condition: str | None,
-    names: dict[str, str] | None,
-    values: Item | None,
-) -> dict[str, Any]:
-    if condition is not None:
-        params["ConditionExpression"] = condition
-        params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-    if names:
-        params["ExpressionAttributeNames"] = names
-    if values:
-        params["ExpressionAttributeValues"] = values
-    return params
-
-
-class FastTransport:
+class FastTransport(RequestTransport):
     """DynamoDB's data plane over one pooled aiohttp session (see the module docstring)."""
 
     def __init__(
@@ -198,7 +198,7 @@ class FastTransport:
             data = await response.read()
             return response.status, data, response.headers.get("x-amz-crc32")
 
-    async def _call(self, op: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         body = _encode(params)
         target = _TARGET + action
         attempt = 1
@@ -216,7 +216,7 @@ class FastTransport:
                 elif status == 200:
                     self._quota = min(_QUOTA, self._quota + (_RETRY_COST if attempt > 1 else 1))
                     result: dict[str, Any] = _decode(data) if data else {}
-                    return result
+                    return _decode_result(result)
                 else:
                     code, message, document = _error(status, data)
                     if code == "ConditionalCheckFailedException":
@@ -224,97 +224,13 @@ class FastTransport:
                         raise ConditionFailed(_decode_item(old) if old else None)
                     error = f"{code}: {message}"
                     if status not in _TRANSIENT_STATUS and code not in _RETRYABLE_CODES:
-                        raise StoreError(f"DynamoDB {op} failed: {error}")
+                        raise StoreError(f"DynamoDB {action} failed: {error}")
             if attempt >= self._max_attempts or cost > self._quota:
-                raise StoreError(f"DynamoDB {op} failed after {attempt} attempt(s): {error}")
+                raise StoreError(f"DynamoDB {action} failed after {attempt} attempt(s): {error}")
             self._quota -= cost
             delay = min(self._max_backoff, self._backoff_base * 2 ** (attempt - 1))
             await asyncio.sleep(random.random() * delay)
             attempt += 1
-
-    async def get_item(self, table: str, key: Item, *, consistent: bool) -> Item | None:
-        result = await self._call(
-            "get_item", "GetItem", {"TableName": table, "Key": key, "ConsistentRead": consistent}
-        )
-        item: Item | None = result.get("Item")
-        return _decode_item(item) if item is not None else None
-
-    async def put_item(
-        self,
-        table: str,
-        item: Item,
-        *,
-        condition: str | None = None,
-        names: dict[str, str] | None = None,
-        values: Item | None = None,
-    ) -> None:
-        params = _params({"TableName": table, "Item": item}, condition, names, values)
-        await self._call("put_item", "PutItem", params)
-
-    async def update_item(
-        self,
-        table: str,
-        key: Item,
-        *,
-        update: str,
-        condition: str | None = None,
-        names: dict[str, str] | None = None,
-        values: Item | None = None,
-    ) -> None:
-        params = {"TableName": table, "Key": key, "UpdateExpression": update}
-        await self._call("update_item", "UpdateItem", _params(params, condition, names, values))
-
-    async def delete_item(
-        self,
-        table: str,
-        key: Item,
-        *,
-        condition: str | None = None,
-        names: dict[str, str] | None = None,
-        values: Item | None = None,
-    ) -> None:
-        params = _params({"TableName": table, "Key": key}, condition, names, values)
-        await self._call("delete_item", "DeleteItem", params)
-
-    async def batch_write(self, table: str, requests: list[Item]) -> list[Item]:
-        """Write up to 25 requests; returns those DynamoDB left unprocessed."""
-        result = await self._call(
-            "batch_write_item", "BatchWriteItem", {"RequestItems": {table: requests}}
-        )
-        unprocessed: list[Item] = result.get("UnprocessedItems", {}).get(table, [])
-        for request in unprocessed:
-            for kind, field in (("PutRequest", "Item"), ("DeleteRequest", "Key")):
-                if kind in request:
-                    _decode_item(request[kind][field])
-        return unprocessed
-
-    async def scan(
-        self,
-        table: str,
-        *,
-        projection: str | None = None,
-        names: dict[str, str] | None = None,
-        filter: str | None = None,
-        values: Item | None = None,
-        start_key: Item | None = None,
-    ) -> tuple[list[Item], Item | None]:
-        params: dict[str, Any] = {"TableName": table}
-        if projection is not None:
-            params["ProjectionExpression"] = projection
-        if filter is not None:
-            params["FilterExpression"] = filter
-        if names:
-            params["ExpressionAttributeNames"] = names
-        if values:
-            params["ExpressionAttributeValues"] = values
-        if start_key is not None:
-            params["ExclusiveStartKey"] = start_key
-        result = await self._call("scan", "Scan", params)
-        items: list[Item] = result.get("Items", [])
-        for item in items:
-            _decode_item(item)
-        last: Item | None = result.get("LastEvaluatedKey")
-        return items, _decode_item(last) if last is not None else None
 
 
 def _error(status: int, data: bytes) -> tuple[str, str, dict[str, Any]]:

@@ -76,10 +76,12 @@ class Transport(Protocol):
     ) -> tuple[list[Item], Item | None]: ...
 
 
-def _params(
-    condition: str | None, names: dict[str, str] | None, values: Item | None
+def _expressions(
+    params: dict[str, Any],
+    condition: str | None,
+    names: dict[str, str] | None,
+    values: Item | None,
 ) -> dict[str, Any]:
-    params: dict[str, Any] = {}
     if condition is not None:
         params["ConditionExpression"] = condition
         params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
@@ -90,29 +92,16 @@ def _params(
     return params
 
 
-class AioBotocoreTransport:
-    """The seam over an aiobotocore DynamoDB client (the caller's or the store's own)."""
+class RequestTransport:
+    """Builds the six requests once; a subclass only sends them (`_request`)."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    async def _call(self, op: str, **params: Any) -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = await getattr(self.client, op)(**params)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            if error.get("Code") == "ConditionalCheckFailedException":
-                raise ConditionFailed(exc.response.get("Item")) from None
-            raise StoreError(
-                f"DynamoDB {op} failed: {error.get('Code')}: {error.get('Message')}"
-            ) from exc
-        except (BotoCoreError, OSError, TimeoutError) as exc:
-            raise StoreError(f"DynamoDB {op} failed: {type(exc).__name__}: {exc}") from exc
-        return result
+    async def _request(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Send one DynamoDB action; Binary values in the result come back as bytes."""
+        raise NotImplementedError
 
     async def get_item(self, table: str, key: Item, *, consistent: bool) -> Item | None:
-        result = await self._call("get_item", TableName=table, Key=key, ConsistentRead=consistent)
-        item: Item | None = result.get("Item")
+        params = {"TableName": table, "Key": key, "ConsistentRead": consistent}
+        item: Item | None = (await self._request("GetItem", params)).get("Item")
         return item
 
     async def put_item(
@@ -124,9 +113,8 @@ class AioBotocoreTransport:
         names: dict[str, str] | None = None,
         values: Item | None = None,
     ) -> None:
-        await self._call(
-            "put_item", TableName=table, Item=item, **_params(condition, names, values)
-        )
+        params = _expressions({"TableName": table, "Item": item}, condition, names, values)
+        await self._request("PutItem", params)
 
     async def update_item(
         self,
@@ -138,13 +126,8 @@ class AioBotocoreTransport:
         names: dict[str, str] | None = None,
         values: Item | None = None,
     ) -> None:
-        await self._call(
-            "update_item",
-            TableName=table,
-            Key=key,
-            UpdateExpression=update,
-            **_params(condition, names, values),
-        )
+        params = {"TableName": table, "Key": key, "UpdateExpression": update}
+        await self._request("UpdateItem", _expressions(params, condition, names, values))
 
     async def delete_item(
         self,
@@ -155,12 +138,12 @@ class AioBotocoreTransport:
         names: dict[str, str] | None = None,
         values: Item | None = None,
     ) -> None:
-        await self._call(
-            "delete_item", TableName=table, Key=key, **_params(condition, names, values)
-        )
+        params = _expressions({"TableName": table, "Key": key}, condition, names, values)
+        await self._request("DeleteItem", params)
 
     async def batch_write(self, table: str, requests: list[Item]) -> list[Item]:
-        result = await self._call("batch_write_item", RequestItems={table: requests})
+        """Write up to 25 requests; returns those DynamoDB left unprocessed."""
+        result = await self._request("BatchWriteItem", {"RequestItems": {table: requests}})
         unprocessed: list[Item] = result.get("UnprocessedItems", {}).get(table, [])
         return unprocessed
 
@@ -174,16 +157,42 @@ class AioBotocoreTransport:
         values: Item | None = None,
         start_key: Item | None = None,
     ) -> tuple[list[Item], Item | None]:
-        params: dict[str, Any] = {"TableName": table}
+        params = _expressions({"TableName": table}, None, names, values)
         if projection is not None:
             params["ProjectionExpression"] = projection
         if filter is not None:
             params["FilterExpression"] = filter
-        if names:
-            params["ExpressionAttributeNames"] = names
-        if values:
-            params["ExpressionAttributeValues"] = values
         if start_key is not None:
             params["ExclusiveStartKey"] = start_key
-        result = await self._call("scan", **params)
+        result = await self._request("Scan", params)
         return result.get("Items", []), result.get("LastEvaluatedKey")
+
+
+_METHODS = {
+    "GetItem": "get_item",
+    "PutItem": "put_item",
+    "UpdateItem": "update_item",
+    "DeleteItem": "delete_item",
+    "BatchWriteItem": "batch_write_item",
+    "Scan": "scan",
+}
+
+
+class AioBotocoreTransport(RequestTransport):
+    """The seam over an aiobotocore DynamoDB client (the caller's or the store's own)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def _request(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = await getattr(self.client, _METHODS[action])(**params)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "ConditionalCheckFailedException":
+                raise ConditionFailed(exc.response.get("Item")) from None
+            code, text = error.get("Code"), error.get("Message")
+            raise StoreError(f"DynamoDB {action} failed: {code}: {text}") from exc
+        except (BotoCoreError, OSError, TimeoutError) as exc:
+            raise StoreError(f"DynamoDB {action} failed: {type(exc).__name__}: {exc}") from exc
+        return result
