@@ -21,9 +21,13 @@ _decoder = msgspec.msgpack.Decoder(dict[str, Any])
 def pack(data: dict[str, Any]) -> bytes:
     """MessagePack bytes of `data`; a value msgspec cannot encode is a TypeError naming its key."""
     try:
-        return _encoder.encode(data)
+        packed = _encoder.encode(data)
     except (TypeError, msgspec.EncodeError, OverflowError) as exc:
         raise _explain(data, exc) from exc
+    # MessagePack takes any map key, but `unpack` (and every later load) needs str keys.
+    if not all(isinstance(key, str) for key in dict.keys(data)):
+        raise _explain(data, TypeError("session keys must be str"))
+    return packed
 
 
 def _explain(data: dict[str, Any], exc: Exception) -> TypeError:

@@ -92,8 +92,7 @@ class MemoryStore:
             expiry_date=datetime.fromtimestamp(entry.expires, timezone.utc),
             version=entry.version,
             created_at=entry.created_at,
-            policy=entry.policy,
-            packed=entry.packed,
+            policy=entry.policy,  # no `packed`: the caller may change `data` before save()
         )
 
     def _entry(self, record: Record, version: int) -> _Entry:
