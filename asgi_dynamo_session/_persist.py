@@ -121,7 +121,10 @@ class Persister:
         """Write what the request changed; the cookie action the response must carry."""
         now = self.clock()
         if session._flushed or (session._id is not None and session._cleared and _empty(session)):
-            return await self._end(session)
+            ended = await self._end(session)
+            if _empty(session):
+                return ended
+            session._created_at = None  # data set after flush(): a brand-new session
         if session._id is None:
             if _empty(session):
                 return Cookie.KEEP
@@ -179,6 +182,7 @@ class Persister:
             log_id(session._id),
             what,
         )
+        dict.clear(session)  # else the late commit at body end would create it under a new id
         session._settle(None, None)
         session._version = 0
         session._stored_expiry = None

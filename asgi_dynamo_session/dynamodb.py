@@ -9,6 +9,7 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal
 
@@ -70,8 +71,7 @@ def _value_size(value: dict[str, Any]) -> int:
     if kind == "B":
         return len(body)
     if kind == "N":
-        digits = body.lstrip("-").replace(".", "").strip("0") or "0"
-        return (len(digits) + 1) // 2 + 1
+        return _number_size(body)
     if kind == "BOOL" or kind == "NULL":
         return 1
     if kind in ("M", "L"):
@@ -79,6 +79,19 @@ def _value_size(value: dict[str, Any]) -> int:
         names = sum(len(k.encode()) for k in body) if kind == "M" else 0
         return 3 + names + sum(1 + _value_size(v) for v in inner)
     raise ValueError(f"unsupported attribute type {kind}")
+
+
+def _number_size(text: str) -> int:
+    """A Number as DynamoDB stores it: significant digits in base-100 pairs aligned on the
+    decimal point (so 120 is 1|20, two pairs), one more byte, and one more when negative."""
+    negative, digits, exponent = Decimal(text).normalize().as_tuple()
+    if not isinstance(exponent, int):
+        raise ValueError(f"not a finite number: {text!r}")
+    if not any(digits):
+        return 1
+    lead = exponent + len(digits) - 1  # the power of ten of the first significant digit
+    pairs = lead // 2 - (lead - len(digits) + 1) // 2 + 1
+    return 1 + pairs + negative
 
 
 TransportChoice = Literal["auto", "aiobotocore", "fast"]
@@ -145,7 +158,9 @@ class DynamoDBStore:
                     config = AioConfig(
                         connect_timeout=self._connect_timeout,
                         read_timeout=self._read_timeout,
-                        retries={"mode": "standard", "max_attempts": self._max_attempts},
+                        # total attempts, as in the fast transport (botocore's "max_attempts"
+                        # key would count retries only: one attempt more than asked for)
+                        retries={"mode": "standard", "total_max_attempts": self._max_attempts},
                         max_pool_connections=self._pool_size,
                     )
                     self.client = await stack.enter_async_context(
@@ -260,7 +275,7 @@ class DynamoDBStore:
             if created is None
             else datetime.fromtimestamp(int(created["N"]), timezone.utc),
             policy=policy,
-            packed=packed,
+            # no `packed`: a caller may change `data` before save(), which must write the change
         )
 
     def _now(self) -> Item:

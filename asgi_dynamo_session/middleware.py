@@ -137,7 +137,7 @@ class SessionMiddleware:
             if replaced:
                 return
             if kind == "http.response.start":
-                started = True
+                started = message["status"] < 500  # a 5xx saves nothing, not even late
                 session = self._current(scope, session)
                 headers = list(message.get("headers", ()))
                 if message["status"] < 500:
@@ -255,7 +255,11 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
+        received = False
+
         async def receive_wrapper() -> Message:
+            nonlocal received
+            received = True
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await opener()
@@ -267,9 +271,40 @@ class SessionMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive_wrapper, send_wrapper)
+            try:
+                await self.app(scope, receive_wrapper, send_wrapper)
+            except Exception:
+                if received:
+                    raise
+                # An app that fails before reading a lifespan message does not speak lifespan
+                # (e.g. `assert scope["type"] == "http"`): answer it ourselves for the store.
+                logger.debug("the app does not handle lifespan", exc_info=True)
+            if not received:
+                await _store_lifespan(receive, send, opener, closer)
         finally:
             await closer()
+
+
+async def _store_lifespan(
+    receive: Receive,
+    send: Send,
+    opener: Callable[[], Awaitable[None]],
+    closer: Callable[[], Awaitable[None]],
+) -> None:
+    """The lifespan protocol for an app that ignores it: open the store, close it at shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await opener()
+            except Exception as exc:
+                await send({"type": "lifespan.startup.failed", "message": f"session store: {exc}"})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await closer()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:
