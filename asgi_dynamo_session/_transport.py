@@ -73,6 +73,7 @@ class Transport(Protocol):
         filter: str | None = None,
         values: Item | None = None,
         start_key: Item | None = None,
+        limit: int | None = None,
     ) -> tuple[list[Item], Item | None]: ...
 
 
@@ -156,6 +157,7 @@ class RequestTransport:
         filter: str | None = None,
         values: Item | None = None,
         start_key: Item | None = None,
+        limit: int | None = None,
     ) -> tuple[list[Item], Item | None]:
         params = _expressions({"TableName": table}, None, names, values)
         if projection is not None:
@@ -164,6 +166,8 @@ class RequestTransport:
             params["FilterExpression"] = filter
         if start_key is not None:
             params["ExclusiveStartKey"] = start_key
+        if limit is not None:
+            params["Limit"] = limit
         result = await self._request("Scan", params)
         return result.get("Items", []), result.get("LastEvaluatedKey")
 

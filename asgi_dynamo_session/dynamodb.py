@@ -424,10 +424,13 @@ class DynamoDBStore:
             return False
         return True
 
-    async def delete_expired(self, *, max_unprocessed_retries: int = 8) -> int:
+    async def delete_expired(
+        self, *, page_size: int | None = None, max_unprocessed_retries: int = 8
+    ) -> int:
         """Delete every item whose expiry has passed (Scan + BatchWriteItem); returns the count.
 
-        For servers without TTL, or to purge sooner than DynamoDB's TTL sweep.
+        For servers without TTL, or to purge sooner than DynamoDB's TTL sweep. `page_size`
+        caps the items each Scan page reads, to spread the read capacity it uses.
         """
         wire = await self._transport()
         p = self.props
@@ -446,6 +449,7 @@ class DynamoDBStore:
                 filter="#exp <= :now",
                 values=self._now(),
                 start_key=start,
+                limit=page_size,
             )
             for i in range(0, len(items), 25):
                 batch = items[i : i + 25]

@@ -570,6 +570,28 @@ async def test_delete_expired_removes_only_expired_items(
     assert await store.delete_expired() == 0
 
 
+async def test_delete_expired_walks_every_scan_page(
+    store: DynamoDBStore, raw: Any, clock: Clock, fault_proxy: Any, transport: str
+) -> None:
+    table = store.props.table_name
+    keep = record(clock, {"n": 1})
+    await store.create(keep)
+    keys = [key_of(secrets.token_urlsafe(32)) for _ in range(23)]
+    await _put_expired(raw, table, keys, int(clock.now) - 5)
+    # the same table through a counting proxy: 24 items in pages of 4 take at least 6 Scans
+    async with DynamoDBStore(
+        props=store.props,
+        endpoint_url=fault_proxy.endpoint_url,
+        region_name="us-east-1",
+        transport=transport,  # type: ignore[arg-type]
+        clock=clock,
+    ) as proxied:
+        assert await proxied.delete_expired(page_size=4) == 23
+    scans = [info for info in fault_proxy.log if info.action == "Scan"]
+    assert len(scans) >= 6
+    assert [i[PK] for i in await scan_all(raw, table)] == [key_of(keep.id)[PK]]
+
+
 async def test_delete_expired_on_a_sort_key_table(
     make: Maker, raw: Any, table_name: str, clock: Clock
 ) -> None:
