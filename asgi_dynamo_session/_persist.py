@@ -56,7 +56,7 @@ class Persister:
     def session(self, record: Record | None, key_index: int = 0) -> Session:
         """A Session for a loaded record (or a new empty one), wired to this persister."""
         if record is None:
-            session = Session()
+            return self.blank()
         else:
             session = Session(record.data, id=record.id)
             session._packed = (
@@ -71,8 +71,13 @@ class Persister:
                     session._expiry = load_policy(record.policy)
                 except ValueError:
                     logger.warning("session %s has an unknown expiry policy", log_id(record.id))
-        session._saver = self._save_now
-        session._dates = self.ends_at
+        session._owner = self
+        return session
+
+    def blank(self) -> Session:
+        """A new empty Session wired to this persister."""
+        session = Session()
+        session._owner = self
         return session
 
     def alive(self, record: Record) -> bool:
@@ -112,7 +117,8 @@ class Persister:
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def _save_now(self, session: Session) -> None:
+    async def save_now(self, session: Session) -> None:
+        """An explicit `Session.save()`: commit now, keep the cookie action for the response."""
         outcome = await self.commit(session)
         if outcome is not Cookie.KEEP:
             session._pending = outcome

@@ -79,21 +79,80 @@ class SessionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(scope, receive, send)
+        if kind != "http":
+            if kind == "websocket":
+                await self._websocket(scope, receive, send)
+            elif kind == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        # http, inline: the no-cookie path runs on every anonymous hit, so it is kept to a
+        # header scan, one object and a thin send wrapper.
+        for name, _ in scope["headers"]:
+            if name == b"cookie":
+                values = cookie_values(scope["headers"], self.cookie.name)
+                break
         else:
-            await self.app(scope, receive, send)
+            values = None
+        blank = not values  # a new session: untouched, it needs nothing at response start
+        if values:
+            try:
+                session = await self._load(scope, values)
+            except StoreError as exc:
+                logger.error("session load failed, answering 503: %s", exc)
+                await self._answer(send, 503, b"Session store unavailable\n", retry=True)
+                return
+        else:
+            session = dict.__new__(Session)
+            session._owner = self.persister
+            if values is not None:
+                session._had_cookie = True
+            scope["session"] = session
+            state = scope.get("state")
+            if state.__class__ is dict:
+                state["session"] = session
+        started = False
+        replaced = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started, replaced, session, blank
+            if replaced:
+                return
+            kind = message["type"]
+            if kind == "http.response.start":
+                started = message["status"] < 500  # a 5xx saves nothing, not even late
+                if blank and not session._accessed and scope["session"] is session:
+                    await send(message)  # new and untouched: nothing to write or add
+                    return
+                blank = False
+                session = self._current(scope, session)
+                headers = list(message.get("headers", ()))
+                if started:
+                    failure = await self._commit_for_response(session, headers)
+                    if failure is not None:
+                        replaced = True
+                        await self._answer(send, *failure)
+                        return
+                if session.accessed:
+                    _add_vary(headers)
+                message["headers"] = headers
+            elif (
+                started
+                and kind == "http.response.body"
+                and not message.get("more_body", False)
+                and not (blank and not session._accessed and scope.get("session") is session)
+            ):
+                await self._late_commit(scope, session)
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
 
     # -- loading ---------------------------------------------------------------------------
 
-    async def _load(self, scope: Scope) -> Session:
-        """The request's session: one store read when a cookie verifies, none otherwise."""
-        values = cookie_values(scope.get("headers", ()), self.cookie.name)
-        found = self.signer.first_valid(values) if values else None
+    async def _load(self, scope: Scope, values: list[str]) -> Session:
+        """The session for the cookies of our name: one store read when one of them verifies."""
+        found = self.signer.first_valid(values)
         record = None
         key_index = 0
         if found is not None:
@@ -104,6 +163,9 @@ class SessionMiddleware:
                 record = None
         session = self.persister.session(record, key_index)
         session._had_cookie = bool(values)
+        return self._attach(scope, session)
+
+    def _attach(self, scope: Scope, session: Session) -> Session:
         scope["session"] = session
         state = scope.get("state")
         if isinstance(state, dict):
@@ -120,40 +182,6 @@ class SessionMiddleware:
         return session
 
     # -- http ------------------------------------------------------------------------------
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            session = await self._load(scope)
-        except StoreError as exc:
-            logger.error("session load failed, answering 503: %s", exc)
-            await self._answer(send, 503, b"Session store unavailable\n", retry=True)
-            return
-        started = False
-        replaced = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started, replaced, session
-            kind = message["type"]
-            if replaced:
-                return
-            if kind == "http.response.start":
-                started = message["status"] < 500  # a 5xx saves nothing, not even late
-                session = self._current(scope, session)
-                headers = list(message.get("headers", ()))
-                if message["status"] < 500:
-                    failure = await self._commit_for_response(session, headers)
-                    if failure is not None:
-                        replaced = True
-                        await self._answer(send, *failure)
-                        return
-                if session.accessed:
-                    _add_vary(headers)
-                message["headers"] = headers
-            elif kind == "http.response.body" and not message.get("more_body", False) and started:
-                await self._late_commit(scope, session)
-            await send(message)
-
-        await self.app(scope, receive, send_wrapper)
 
     async def _commit_for_response(
         self, session: Session, headers: list[tuple[bytes, bytes]]
@@ -220,8 +248,9 @@ class SessionMiddleware:
     # -- websocket -------------------------------------------------------------------------
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        values = cookie_values(scope["headers"], self.cookie.name)
         try:
-            session = await self._load(scope)
+            session = await self._load(scope, values)
         except StoreError as exc:
             logger.error("session load failed, refusing the websocket: %s", exc)
             await send({"type": "websocket.close", "code": 1013, "reason": "Try again later"})

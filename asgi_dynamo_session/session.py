@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -20,25 +20,30 @@ class Session(dict[str, Any]):
     found by comparing the encoded data with what was loaded.
     """
 
+    # Per-request state. Class-level defaults keep construction cheap: a request without a
+    # cookie builds a Session on every call, and most of these are never set.
+    _id: str | None = None
+    _packed: bytes | None = None  # the data as loaded, encoded: what `modified` compares with
+    _accessed = False
+    _cleared = False
+    _flushed = False
+    _cycle = False
+    _expiry: Expiry | None = None
+    _expiry_changed = False
+    _owner: Any = None  # the middleware's Persister: saves and computes expiry dates
+    # Stored state the middleware and store keep in step.
+    _version = 0
+    _created_at: datetime | None = None
+    _stored_expiry: datetime | None = None
+    _key_index = 0  # which secret key signed the cookie (0: the newest)
+    _had_cookie = False  # the request carried a cookie of our name
+    _pending: Any = None  # a cookie action from an explicit save(), not yet sent
+
     def __init__(self, data: Mapping[str, Any] | None = None, *, id: str | None = None) -> None:
-        super().__init__(data or {})
-        self._id = id
-        self._packed: bytes | None = None
-        self._accessed = False
-        self._cleared = False
-        self._flushed = False
-        self._cycle = False
-        self._expiry: Expiry | None = None
-        self._expiry_changed = False
-        self._saver: Callable[[Session], Awaitable[None]] | None = None
-        self._dates: Callable[[Session], datetime | None] | None = None
-        # Stored state the middleware and store keep in step.
-        self._version = 0
-        self._created_at: datetime | None = None
-        self._stored_expiry: datetime | None = None
-        self._key_index = 0
-        self._had_cookie = False  # the request carried a cookie of our name
-        self._pending: Any = None  # a cookie action from an explicit save(), not yet sent
+        if data:
+            dict.update(self, data)
+        if id is not None:
+            self._id = id
 
     # -- what the middleware reads ---------------------------------------------------------
 
@@ -92,13 +97,13 @@ class Session(dict[str, Any]):
     @property
     def expiry_date(self) -> datetime | None:
         """When the session ends if saved now (None outside a middleware)."""
-        return None if self._dates is None else self._dates(self)
+        return None if self._owner is None else self._owner.ends_at(self)
 
     async def save(self) -> None:
         """Persist now (websockets, long streams); the middleware also saves at response start."""
-        if self._saver is None:
+        if self._owner is None:
             raise SessionError("this session is not attached to a SessionMiddleware")
-        await self._saver(self)
+        await self._owner.save_now(self)
 
     # -- dict methods that read or write mark the session accessed -------------------------
 
