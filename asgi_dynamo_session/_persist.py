@@ -223,6 +223,8 @@ class Persister:
     async def _save(self, session: Session, packed: bytes, now: float) -> Cookie:
         session_id = session._id
         assert session_id is not None
+        if session._created_at is None:  # an item written without one (older stores)
+            session._created_at = datetime.fromtimestamp(now, timezone.utc)
         record = self._record(session, session_id, packed, now)
         for attempt in range(self.save_attempts):
             try:
@@ -238,7 +240,7 @@ class Persister:
                 logger.info(
                     "session %s changed meanwhile; merged (try %d)", log_id(session_id), attempt + 1
                 )
-                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+                await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
                 continue
             if attempt:
                 dict.clear(session)
@@ -255,13 +257,13 @@ class Persister:
             before = codec.unpack(session._packed) if session._packed is not None else {}
             data = merge(before, dict(dict.items(session)), current.data)
         session._version = current.version
-        session._created_at = current.created_at
+        session._created_at = current.created_at or session._created_at
         return Record(
             id=mine.id,
             data=data,
             expiry_date=self.ends_at(session, now),
             version=current.version,
-            created_at=current.created_at,
+            created_at=session._created_at,
             policy=mine.policy if session._expiry_changed else current.policy,
             packed=codec.pack(data),
         )

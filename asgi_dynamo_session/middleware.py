@@ -44,7 +44,7 @@ class SessionMiddleware:
         expiry: Expiry | None = None,
         touch_after: timedelta | None = None,
         absolute_timeout: timedelta | None = None,
-        save_attempts: int = 3,
+        save_attempts: int = 8,
         retry_after: int = 1,
         clock: Clock = time.time,
     ) -> None:

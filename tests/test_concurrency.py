@@ -169,9 +169,8 @@ async def test_parallel_distinct_keys_are_all_kept(
 ) -> None:
     gate = Gate(n)  # every request has loaded the same version before any of them saves
     # n - 1 conflicts at most per request: each lost race means another request's save won.
-    # The default (3 attempts) is enough for 3 parallel writers; 8 need 8.
-    options = {} if n <= 3 else {"save_attempts": n}
-    app = middleware(make_app(gate), store, **options)
+    # The default (8 attempts) covers 8 writers released at once.
+    app = middleware(make_app(gate), store)
     cookie = await start_session(app, base="0")
 
     responses = await asyncio.gather(
@@ -194,11 +193,11 @@ async def test_parallel_distinct_keys_are_all_kept(
 async def test_parallel_writers_beyond_the_retry_budget_never_lose_an_acknowledged_write(
     store: DynamoDBStore, dynamodb_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With the default 3 attempts and 8 writers released at once, a request may give up:
-    then it answers 503 and its key is not stored; every 200 has its key stored."""
+    """With 3 attempts and 8 writers released at once, a request may give up: then it
+    answers 503 and its key is not stored; every 200 has its key stored."""
     n = 8
     gate = Gate(n)
-    app = middleware(make_app(gate), store)
+    app = middleware(make_app(gate), store, save_attempts=3)
     cookie = await start_session(app, base="0")
 
     responses = await asyncio.gather(

@@ -462,3 +462,42 @@ async def test_cycle_id_keeps_the_creation_time(
 
     clock.now = T0 + HOUR
     assert (await call(app, "/read", new)).json() == {}
+
+
+async def test_an_item_without_version_or_creation_time_gets_both_on_its_first_save(
+    store: DynamoDBStore, dynamodb_client: Any, clock: Clock
+) -> None:
+    """Items written by an older store (no version, no created_at) are adopted: the first save
+    stamps the creation time, so the absolute timeout bounds them too."""
+    from support import SECRET
+
+    from asgi_dynamo_session._ids import new_id
+    from asgi_dynamo_session.cookies import Signer
+
+    session_id = new_id()
+    item = store.key(session_id)
+    item["expire_at"] = {"N": str(T0 + HOUR)}
+    item["data"] = {"B": codec.encode(codec.pack({"legacy": "yes"}), None)}
+    await dynamodb_client.put_item(TableName=store.props.table_name, Item=item)
+    cookie = Signer(SECRET).sign(session_id)
+    app = middleware(
+        make_app(),
+        store,
+        clock=clock,
+        expiry=OnInactivity(timedelta(hours=1)),
+        absolute_timeout=timedelta(hours=2),
+    )
+
+    response = await call(app, "/set?x=1", cookie)
+    assert response.status_code == 200
+    assert response.json() == {"legacy": "yes", "x": "1"}
+    stored = await item_of(dynamodb_client, store, cookie)
+    assert stored is not None
+    assert stored["version"] == {"N": "1"}
+    assert stored["created_at"] == {"N": str(T0)}
+
+    for _ in range(3):  # active every 50 minutes, yet ended two hours after the stamp
+        clock.advance(50 * 60)
+        response = await call(app, "/set?x=2", cookie)
+    assert response.json() == {"x": "2"}  # a fresh session: the legacy data is gone
+    assert cookie_of(response) != cookie
