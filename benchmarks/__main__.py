@@ -1,0 +1,138 @@
+"""``python -m benchmarks [--quick] [--out DIR] [--only SCENARIO ...]``: run, print, write results.
+
+Starts an in-memory dynalite on a free loopback port (unless ``DYNAMODB_ENDPOINT_URL`` is set, in
+which case the tables it creates there are deleted at the end), with fake AWS credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from . import _env, codec_bench, e2e, inprocess, report, store_rt
+from ._env import REGION
+from ._measure import Plan, Series
+
+SCENARIOS = ("store", "middleware", "http", "codec")
+
+
+def plans(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {
+            "store": Plan(rounds=3, ops={1: 50, 32: 96}, warmup=10, round_seconds=4),
+            "middleware": Plan(rounds=7, ops={1: 300, 32: 300}, warmup=20, round_seconds=4),
+            "http": e2e.HttpPlan(rounds=2, connections=(1, 32), duration=1.2, warmup=0.4),
+            "codec": {"batches": 30, "batch": 200},
+        }
+    return {
+        "store": Plan(rounds=9, ops={1: 160, 32: 320}, warmup=30, round_seconds=30),
+        "middleware": Plan(rounds=15, ops={1: 1000, 32: 1000}, warmup=100, round_seconds=30),
+        "http": e2e.HttpPlan(rounds=3, connections=(1, 32), duration=8.0, warmup=2.0),
+        "codec": {"batches": 300, "batch": 500},
+    }
+
+
+async def dynamo_scenarios(
+    endpoint: str,
+    only: set[str],
+    p: dict[str, Any],
+    tables: dict[str, str],
+    notes: dict[str, str],
+    took: dict[str, float],
+    dynamodb_pid: int | None,
+) -> list[Series]:
+    scenarios: dict[str, tuple[str, Callable[[], Awaitable[list[Series]]]]] = {
+        "store": (
+            "store round trips",
+            lambda: store_rt.run(endpoint, tables["store"], p["store"], notes),
+        ),
+        "middleware": (
+            "middleware in process",
+            lambda: inprocess.run(endpoint, tables["middleware"], p["middleware"], notes),
+        ),
+        "http": (
+            "end to end over HTTP",
+            lambda: e2e.run(
+                endpoint, tables["http"], tables["hand"], p["http"], notes, dynamodb_pid
+            ),
+        ),
+    }
+    series: list[Series] = []
+    for name, (title, scenario) in scenarios.items():
+        if name not in only:
+            continue
+        print(f"{title} ...", flush=True)
+        began = time.perf_counter()
+        try:
+            series += await scenario()
+        except Exception as exc:  # reported; the other scenarios still run
+            notes[f"scenario {name}"] = f"failed: {type(exc).__name__}: {exc}"
+            print(f"  failed: {type(exc).__name__}: {exc}", flush=True)
+        took[name] = round(time.perf_counter() - began, 1)
+    return series
+
+
+async def drop_tables(endpoint: str, tables: list[str]) -> None:
+    """Delete the tables this run created on a user's endpoint."""
+    from aiobotocore.session import get_session
+
+    async with get_session().create_client(
+        "dynamodb", endpoint_url=endpoint, region_name=REGION
+    ) as client:
+        for table in tables:
+            with contextlib.suppress(Exception):
+                await client.delete_table(TableName=table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
+    parser.add_argument("--out", type=Path, default=_env.ROOT / "benchmarks" / "results")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    args = parser.parse_args(argv)
+    p = plans(args.quick)
+    only = set(args.only)
+    run_id = uuid.uuid4().hex[:8]
+    tables = {k: f"bench-{run_id}-{k}" for k in ("store", "middleware", "http", "hand")}
+    notes: dict[str, str] = {}
+    took: dict[str, float] = {}
+    began = time.perf_counter()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    series: list[Series] = []
+    server = "none"
+    if only - {"codec"}:
+        with _env.dynamodb() as (endpoint, server, dynamodb_pid):
+            print(f"DynamoDB: {server} at {endpoint}", flush=True)
+            try:
+                series += asyncio.run(
+                    dynamo_scenarios(endpoint, only, p, tables, notes, took, dynamodb_pid)
+                )
+            finally:
+                if server == "external":
+                    asyncio.run(drop_tables(endpoint, list(tables.values())))
+    if "codec" in only:
+        print("codec ...", flush=True)
+        codec_began = time.perf_counter()
+        series += codec_bench.run(**p["codec"])
+        took["codec"] = round(time.perf_counter() - codec_began, 1)
+    run = {
+        "quick": args.quick,
+        "scenarios": sorted(only, key=SCENARIOS.index),
+        "plans": {k: vars(v) if not isinstance(v, dict) else v for k, v in p.items()},
+        "seconds": round(time.perf_counter() - began, 1),
+        "seconds_per_scenario": took,
+        "load_average_at_start": load_at_start,
+        "notes": notes,
+    }
+    report.write(args.out, series, _env.machine(server), run)
+
+
+if __name__ == "__main__":
+    main()
