@@ -58,7 +58,8 @@ class Persister:
         if record is None:
             return self.blank()
         else:
-            session = Session(record.data, id=record.id)
+            session = Session(record.data)
+            session._id = record.id
             session._packed = (
                 record.packed if record.packed is not None else codec.pack(record.data)
             )

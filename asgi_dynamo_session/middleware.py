@@ -104,7 +104,7 @@ class SessionMiddleware:
                 await self._answer(send, 503, b"Session store unavailable\n", retry=True)
                 return
         else:
-            session = dict.__new__(Session)
+            session = Session()
             session._owner = self.persister
             if values is not None:
                 session._had_cookie = True
@@ -113,40 +113,58 @@ class SessionMiddleware:
             if state.__class__ is dict:
                 state["session"] = session
         started = False
-        replaced = False
+        replaced: list[bool] = []  # non-empty once a failure answer replaced the response
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started, replaced, session, blank
+        # A plain function returning the awaitable to run: the untouched path adds no coroutine.
+        def send_wrapper(message: Message) -> Awaitable[None]:
+            nonlocal started, blank
             if replaced:
-                return
+                return _nothing()
             kind = message["type"]
             if kind == "http.response.start":
                 started = message["status"] < 500  # a 5xx saves nothing, not even late
                 if blank and not session._accessed and scope["session"] is session:
-                    await send(message)  # new and untouched: nothing to write or add
-                    return
+                    return send(message)  # new and untouched: nothing to write or add
                 blank = False
-                session = self._current(scope, session)
-                headers = list(message.get("headers", ()))
-                if started:
-                    failure = await self._commit_for_response(session, headers)
-                    if failure is not None:
-                        replaced = True
-                        await self._answer(send, *failure)
-                        return
-                if session.accessed:
-                    _add_vary(headers)
-                message["headers"] = headers
-            elif (
+                return self._start(scope, session, message, send, started, replaced)
+            if (
                 started
                 and kind == "http.response.body"
                 and not message.get("more_body", False)
                 and not (blank and not session._accessed and scope.get("session") is session)
             ):
-                await self._late_commit(scope, session)
-            await send(message)
+                return self._finish(scope, session, message, send)
+            return send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+    async def _start(
+        self,
+        scope: Scope,
+        session: Session,
+        message: Message,
+        send: Send,
+        save: bool,
+        replaced: list[bool],
+    ) -> None:
+        """The response starts: persist (unless `save` is off), add Set-Cookie and Vary."""
+        self._current(scope, session)
+        headers = list(message.get("headers", ()))
+        if save:
+            failure = await self._commit_for_response(session, headers)
+            if failure is not None:
+                replaced.append(True)
+                await self._answer(send, *failure)
+                return
+        if session.accessed:
+            _add_vary(headers)
+        message["headers"] = headers
+        await send(message)
+
+    async def _finish(self, scope: Scope, session: Session, message: Message, send: Send) -> None:
+        """The last body chunk: save what changed after the response started, then send it."""
+        await self._late_commit(scope, session)
+        await send(message)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -334,6 +352,10 @@ async def _store_lifespan(
             await closer()
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+async def _nothing() -> None:
+    """What a send that is dropped (after a replaced response) awaits."""
 
 
 def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -38,12 +38,6 @@ class Session(dict[str, Any]):
     _key_index = 0  # which secret key signed the cookie (0: the newest)
     _had_cookie = False  # the request carried a cookie of our name
     _pending: Any = None  # a cookie action from an explicit save(), not yet sent
-
-    def __init__(self, data: Mapping[str, Any] | None = None, *, id: str | None = None) -> None:
-        if data:
-            dict.update(self, data)
-        if id is not None:
-            self._id = id
 
     # -- what the middleware reads ---------------------------------------------------------
 
