@@ -135,7 +135,7 @@ class Persister:
         if session._id is None:
             if _empty(session):
                 return Cookie.KEEP
-            await self._create(session, now, session._created_at or self._now_dt())
+            await self._create(session, now)
             return Cookie.NEW
         if session._cycle:
             return await self._cycle(session, now)
@@ -167,8 +167,10 @@ class Persister:
         session._stored_expiry = record.expiry_date
         session._key_index = 0
 
-    async def _create(self, session: Session, now: float, created_at: datetime) -> None:
-        session._created_at = created_at
+    async def _create(self, session: Session, now: float) -> None:
+        """Store the data under a fresh id (keeping the creation time of a cycled session)."""
+        if session._created_at is None:
+            session._created_at = datetime.fromtimestamp(now, timezone.utc)
         record = self._record(session, new_id(), codec.pack(session), now)
         record.version = 0
         await self.store.create(record)
@@ -178,9 +180,7 @@ class Persister:
         old = session._id
         if old is not None:
             await self.store.delete(old)
-        session._settle(None, None)
-        session._version = 0
-        session._stored_expiry = None
+        _forget(session)
         return Cookie.EXPIRE if old is not None or session._had_cookie else Cookie.KEEP
 
     async def _gone(self, session: Session, what: str) -> Cookie:
@@ -190,9 +190,7 @@ class Persister:
             what,
         )
         dict.clear(session)  # else the late commit at body end would create it under a new id
-        session._settle(None, None)
-        session._version = 0
-        session._stored_expiry = None
+        _forget(session)
         return Cookie.EXPIRE
 
     async def _cycle(self, session: Session, now: float) -> Cookie:
@@ -205,7 +203,7 @@ class Persister:
             await self.store.delete(old)
         if not taken:
             return await self._gone(session, "id cycle")
-        await self._create(session, now, session._created_at or self._now_dt())
+        await self._create(session, now)
         logger.info("session %s cycled to %s", log_id(old), log_id(session._id))
         return Cookie.NEW
 
@@ -268,6 +266,13 @@ class Persister:
             policy=mine.policy if session._expiry_changed else current.policy,
             packed=codec.pack(data),
         )
+
+
+def _forget(session: Session) -> None:
+    """The session has no stored item any more."""
+    session._settle(None, None)
+    session._version = 0
+    session._stored_expiry = None
 
 
 def _empty(session: Session) -> bool:
