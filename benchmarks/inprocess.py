@@ -25,6 +25,7 @@ from .payload import SECRET, json_safe, session_data
 
 CASES = ("no cookie, untouched", "read-only", "modifying")
 NONE = "no middleware"
+WRAPPER = "send-wrapper floor"
 STARLETTE = "starlette cookie"
 MEMORY = "ours MemoryStore"
 DYNAMO = "ours DynamoDB fast"
@@ -49,6 +50,24 @@ async def modify(request: Request) -> PlainTextResponse:
     session = request.session
     session["visits"] = session.get("visits", 0) + 1
     return PlainTextResponse(str(session["visits"]))
+
+
+class SendWrapper:
+    """The least a session middleware must do: wrap `send` to see the response start."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        started = False
+
+        def wrapped(message: Any) -> Any:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            return send(message)
+
+        await self.app(scope, receive, wrapped)
 
 
 def app(*middleware: Middleware) -> Starlette:
@@ -115,6 +134,7 @@ def variant(asgi: ASGIApp, case: str) -> Prepare:
 async def run(endpoint: str, table: str, plan: Plan, notes: dict[str, str]) -> list[Series]:
     apps: dict[str, ASGIApp] = {
         NONE: app(),
+        WRAPPER: app(Middleware(SendWrapper)),
         STARLETTE: app(Middleware(StarletteSessions, secret_key=SECRET)),
         MEMORY: app(Middleware(SessionMiddleware, store=MemoryStore(), secret_keys=SECRET)),
     }
@@ -136,7 +156,7 @@ async def run(endpoint: str, table: str, plan: Plan, notes: dict[str, str]) -> l
             variants = {
                 name: variant(asgi, case)
                 for name, asgi in apps.items()
-                if name != NONE or case == CASES[0]
+                if name not in (NONE, WRAPPER) or case == CASES[0]
             }
             for concurrency in plan.ops:
                 results += await compare(

@@ -102,6 +102,14 @@ SPECS = [
         ("<=", 1.1),
     ),
     RatioSpec(
+        "send-wrapper floor / no middleware, CPU per request (what wrapping send costs)",
+        "middleware",
+        (_UNTOUCHED, inprocess.WRAPPER),
+        (_UNTOUCHED, inprocess.NONE),
+        "cpu",
+        1,
+    ),
+    RatioSpec(
         "ours / by hand, HTTP throughput at 32 connections",
         "http",
         ("counter", e2e.OURS),
