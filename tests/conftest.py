@@ -14,6 +14,7 @@ Fake AWS credentials are forced at import time so that no test can reach real AW
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -36,6 +37,9 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 from netfault import FaultProxy  # noqa: E402
+from support import LOGGER, TRANSPORTS, Clock, CountingStore, dynamo_store  # noqa: E402
+
+from asgi_dynamo_session import DynamoDBStore, DynamoDBStoreProps  # noqa: E402
 
 # Never let a test pick up real credentials or profiles: botocore reads these when a session
 # resolves credentials, which is always after conftest has been imported.
@@ -283,3 +287,59 @@ async def fault_proxy(dynamodb_server: DynamoServer) -> AsyncIterator[FaultProxy
         yield proxy
     finally:
         await proxy.stop()
+
+
+# -- stores and what they share ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def raw(dynamodb_server: DynamoServer) -> AsyncIterator[Any]:
+    """A plain aiobotocore client shared by the module: `dstore` borrows it, read-back uses it."""
+    async with get_session().create_client(
+        "dynamodb", endpoint_url=dynamodb_server.endpoint_url, region_name=REGION
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The test's injectable clock, at `support.T0` until the test moves it."""
+    return Clock()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each data-plane transport in turn (``DYNAMO_TEST_TRANSPORTS``)."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def dstore(raw: Any, table_name: str, clock: Clock) -> AsyncIterator[DynamoDBStore]:
+    """A DynamoDBStore on the module's `raw` client and the test's `clock`, on a fresh table
+    that is deleted afterwards."""
+    store = DynamoDBStore(raw, DynamoDBStoreProps(table_name=table_name), clock=clock)
+    await store.create_table()
+    yield store
+    await store.close()
+    await raw.delete_table(TableName=table_name)
+
+
+@pytest.fixture
+def counting_store(dstore: DynamoDBStore) -> CountingStore:
+    """`dstore`, counting each store call by name."""
+    return CountingStore(dstore)
+
+
+@pytest.fixture
+async def store(dynamodb_server: DynamoServer, table_name: str) -> AsyncIterator[DynamoDBStore]:
+    """A DynamoDBStore owning its client (default transport, real time) on a fresh table.
+
+    Modules that run their stores on each transport or on a `clock` override it."""
+    async with dynamo_store(dynamodb_server.endpoint_url, table_name) as store:
+        yield store
+
+
+@pytest.fixture
+def library_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture the library's INFO records too (``pytestmark = usefixtures("library_logs")``)."""
+    caplog.set_level(logging.INFO, logger=LOGGER)

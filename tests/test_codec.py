@@ -3,21 +3,28 @@ errors that name the culprit; and the same round trip through the middleware and
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import os
 import zlib
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
 import pytest
-from aiobotocore.session import get_session
-from support import SECRET, Clock, CountingStore, client_for, middleware, read_item, scan_all
+from support import (
+    Clock,
+    CountingStore,
+    app_doing,
+    cookie_of,
+    fetch,
+    key_of,
+    middleware,
+    read_item,
+    scan_all,
+    sid,
+    signed,
+)
 
-from asgi_dynamo_session import DynamoDBStore, DynamoDBStoreProps, Session, codec
+from asgi_dynamo_session import Session, codec
 
 UTC = timezone.utc
 
@@ -153,86 +160,33 @@ def test_incompressible_data_stays_plain() -> None:
 # --- through the middleware and DynamoDB ------------------------------------------------------
 
 
-def b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def signed(sid: str) -> str:
-    return f"{sid}.{b64(hmac.new(SECRET.encode(), sid.encode(), hashlib.sha256).digest())}"
-
-
-def key_of(sid: str) -> dict[str, Any]:
-    return {"session_id": {"S": "SESSIONS::TOWER::" + b64(hashlib.sha256(sid.encode()).digest())}}
-
-
-@pytest.fixture(scope="module")
-async def raw(dynamodb_server: Any) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "dynamodb", endpoint_url=dynamodb_server.endpoint_url, region_name="us-east-1"
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def store(raw: Any, table_name: str, clock: Clock) -> AsyncIterator[CountingStore]:
-    store = DynamoDBStore(raw, DynamoDBStoreProps(table_name=table_name), clock=clock)
-    await store.create_table()
-    yield CountingStore(store)
-    await store.close()
-    await raw.delete_table(TableName=table_name)
-
-
-def app_doing(action: Any) -> Any:
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        result = action(scope["session"])
-        if result is not None:
-            await result
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    return app
-
-
-async def request(app: Any, cookie: str | None = None) -> Any:
-    async with client_for(app) as client:
-        return await client.get("/", headers={} if cookie is None else {"cookie": cookie})
-
-
-def sid_of(response: Any) -> str:
-    (header,) = response.headers.get_list("set-cookie")
-    return str(header.split("=", 1)[1].split(".", 1)[0])
-
-
 @pytest.mark.parametrize("size", [0, 20_000], ids=["plain", "compressed"])
 async def test_allowed_types_round_trip_through_dynamodb(
-    store: CountingStore, raw: Any, clock: Clock, size: int
+    counting_store: CountingStore, raw: Any, clock: Clock, size: int
 ) -> None:
     data = {**ALLOWED, "padding": "p" * size}
-    response = await request(middleware(app_doing(lambda s: s.update(data)), store, clock=clock))
-    sid = sid_of(response)
-    item = await read_item(raw, store.inner.props.table_name, key_of(sid))
+    response = await fetch(
+        middleware(app_doing(lambda s: s.update(data)), counting_store, clock=clock)
+    )
+    session_id = sid(cookie_of(response))
+    item = await read_item(raw, counting_store.inner.props.table_name, key_of(session_id))
     assert item is not None
     payload = item["data"]["B"]
     assert payload[0] == (0x02 if size else 0x01)
 
     seen: list[dict[str, Any]] = []
-    await request(
-        middleware(app_doing(lambda s: seen.append(dict(s.items()))), store, clock=clock),
-        f"id={signed(sid)}",
+    await fetch(
+        middleware(app_doing(lambda s: seen.append(dict(s.items()))), counting_store, clock=clock),
+        f"id={signed(session_id)}",
     )
     (loaded,) = seen
     same_types(data, loaded)
     # Reading every value back is not a change: nothing was written.
-    assert store.calls == {"create": 1, "load": 1}
+    assert counting_store.calls == {"create": 1, "load": 1}
 
 
 async def test_explicit_save_of_an_unencodable_value_names_the_key(
-    store: CountingStore, raw: Any, clock: Clock
+    counting_store: CountingStore, raw: Any, clock: Clock
 ) -> None:
     errors: list[str] = []
 
@@ -245,11 +199,11 @@ async def test_explicit_save_of_an_unencodable_value_names_the_key(
             errors.append(str(exc))
         del session["bad"]
 
-    response = await request(middleware(app_doing(action), store, clock=clock))
+    response = await fetch(middleware(app_doing(action), counting_store, clock=clock))
     assert len(errors) == 1 and "'bad'" in errors[0]
     # The app recovered by removing the value; the session is then stored without it.
-    sid = sid_of(response)
-    item = await read_item(raw, store.inner.props.table_name, key_of(sid))
+    session_id = sid(cookie_of(response))
+    item = await read_item(raw, counting_store.inner.props.table_name, key_of(session_id))
     assert item is not None
     assert codec.unpack(codec.decode(item["data"]["B"])) == {"ok": 1}
 
@@ -260,10 +214,12 @@ async def test_explicit_save_of_an_unencodable_value_names_the_key(
     ids=["object", "int-key", "nested"],
 )
 async def test_unencodable_value_at_response_time_stores_nothing(
-    store: CountingStore, raw: Any, clock: Clock, change: dict[Any, Any]
+    counting_store: CountingStore, raw: Any, clock: Clock, change: dict[Any, Any]
 ) -> None:
-    response = await request(middleware(app_doing(lambda s: s.update(change)), store, clock=clock))
+    response = await fetch(
+        middleware(app_doing(lambda s: s.update(change)), counting_store, clock=clock)
+    )
     assert response.status_code >= 500
     assert response.headers.get_list("set-cookie") == []
-    assert store.calls == {}
-    assert await scan_all(raw, store.inner.props.table_name) == []
+    assert counting_store.calls == {}
+    assert await scan_all(raw, counting_store.inner.props.table_name) == []

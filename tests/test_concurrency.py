@@ -15,16 +15,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-import httpx
 import pytest
-from support import TRANSPORTS, client_for, dynamo_store, middleware, read_item, scan_all
-
-from asgi_dynamo_session import DynamoDBStore, codec
-
-LOGGER = "asgi_dynamo_session"
-EXPIRED = (
-    "id=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; Secure; SameSite=Lax"
+from support import (
+    EXPIRED_COOKIE,
+    TRANSPORTS,
+    assert_no_leaks,
+    call,
+    cookie_of,
+    data_of,
+    dynamo_store,
+    item_of,
+    middleware,
+    scan_all,
+    set_cookies,
+    sid,
 )
+
+from asgi_dynamo_session import DynamoDBStore
+
+pytestmark = pytest.mark.usefixtures("library_logs")
 
 Scope = dict[str, Any]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -101,41 +110,6 @@ def make_app(gate: Gate | None = None) -> Callable[..., Awaitable[None]]:
     return app
 
 
-async def call(app: Any, path: str, cookie: str | None = None) -> httpx.Response:
-    headers = {"cookie": f"id={cookie}"} if cookie is not None else {}
-    async with client_for(app) as client:
-        return await client.get(path, headers=headers)
-
-
-def set_cookies(response: httpx.Response) -> list[str]:
-    return response.headers.get_list("set-cookie")
-
-
-def cookie_of(response: httpx.Response) -> str:
-    """The signed value of the one Set-Cookie the response carries (must not be an expiry)."""
-    (header,) = set_cookies(response)
-    value = header.split(";", 1)[0].removeprefix("id=")
-    assert value, header
-    return value
-
-
-def sid(cookie: str) -> str:
-    return cookie.split(".", 1)[0]
-
-
-def decode(item: dict[str, Any]) -> dict[str, Any]:
-    return codec.unpack(codec.decode(item["data"]["B"]))
-
-
-def assert_no_leaks(caplog: pytest.LogCaptureFixture, *cookies: str) -> None:
-    """No log record carries a raw session id, a signature or a whole cookie value."""
-    secrets = {part for c in cookies for part in (c, *c.split("."))}
-    for record in caplog.records:
-        text = record.getMessage() + (record.exc_text or "")
-        for secret in secrets:
-            assert secret not in text, (record.name, text)
-
-
 @pytest.fixture(params=TRANSPORTS)
 async def store(
     request: pytest.FixtureRequest, dynamodb_server: Any, table_name: str
@@ -144,20 +118,11 @@ async def store(
         yield s
 
 
-@pytest.fixture(autouse=True)
-def _logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
-
-
 async def start_session(app: Any, **data: str) -> str:
     query = "&".join(f"{k}={v}" for k, v in data.items())
     response = await call(app, f"/set?{query}")
     assert response.status_code == 200
     return cookie_of(response)
-
-
-async def stored(client: Any, store: DynamoDBStore, cookie: str) -> dict[str, Any] | None:
-    return await read_item(client, store.props.table_name, store.key(sid(cookie)))
 
 
 # -- merging -----------------------------------------------------------------------------------
@@ -181,9 +146,9 @@ async def test_parallel_distinct_keys_are_all_kept(
     for r in responses:
         assert r.json() == {"base": "0"}  # each request saw the state it loaded, no more
         assert cookie_of(r) == cookie  # same id, re-sent
-    item = await stored(dynamodb_client, store, cookie)
+    item = await item_of(dynamodb_client, store, cookie)
     assert item is not None
-    assert decode(item) == {"base": "0", **{f"k{i}": str(i) for i in range(n)}}
+    assert data_of(item) == {"base": "0", **{f"k{i}": str(i) for i in range(n)}}
     assert item["version"] == {"N": str(1 + n)}  # one create + exactly one write per request
     assert len(await scan_all(dynamodb_client, store.props.table_name)) == 1
     assert any("merged" in rec.getMessage() for rec in caplog.records)
@@ -204,9 +169,9 @@ async def test_parallel_writers_beyond_the_retry_budget_never_lose_an_acknowledg
         *(call(app, f"/set?k{i}={i}&wait=1", cookie) for i in range(n))
     )
 
-    item = await stored(dynamodb_client, store, cookie)
+    item = await item_of(dynamodb_client, store, cookie)
     assert item is not None
-    data = decode(item)
+    data = data_of(item)
     ok = [i for i, r in enumerate(responses) if r.status_code == 200]
     assert ok, "at least the first save of the race wins"
     for i, r in enumerate(responses):
@@ -236,10 +201,10 @@ async def test_same_key_the_later_save_wins(store: DynamoDBStore, dynamodb_clien
 
     assert late.status_code == 200
     assert cookie_of(late) == cookie
-    item = await stored(dynamodb_client, store, cookie)
+    item = await item_of(dynamodb_client, store, cookie)
     assert item is not None
     # A saved last: its x wins; B's other key and the deletion of `gone` are kept.
-    assert decode(item) == {"x": "A", "y": "B", "kept": "0"}
+    assert data_of(item) == {"x": "A", "y": "B", "kept": "0"}
     assert item["version"] == {"N": "4"}
 
 
@@ -256,9 +221,9 @@ async def test_a_deletion_saved_later_wins_over_an_earlier_change(
     gate.open()
     assert (await slow).status_code == 200
 
-    item = await stored(dynamodb_client, store, cookie)
+    item = await item_of(dynamodb_client, store, cookie)
     assert item is not None
-    assert decode(item) == {"y": "B"}
+    assert data_of(item) == {"y": "B"}
 
 
 # -- no resurrection ---------------------------------------------------------------------------
@@ -286,13 +251,15 @@ async def test_flush_racing_a_slow_request_stays_flushed(
     await gate.first.wait()
     logout = await call(app, "/flush", cookie)
     assert logout.status_code == 200
-    assert set_cookies(logout) == [EXPIRED]
+    assert set_cookies(logout) == [EXPIRED_COOKIE]
     gate.open()
     late = await slow
 
     assert late.status_code == 200
-    assert set_cookies(late) == [EXPIRED]  # the response that lost the race expires the cookie
-    assert await stored(dynamodb_client, store, cookie) is None
+    assert set_cookies(late) == [
+        EXPIRED_COOKIE
+    ]  # the response that lost the race expires the cookie
+    assert await item_of(dynamodb_client, store, cookie) is None
     assert await scan_all(dynamodb_client, store.props.table_name) == []  # nothing recreated
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("deleted meanwhile" in r.getMessage() for r in warnings)
@@ -324,12 +291,12 @@ async def test_replacement_racing_a_flush_is_not_resurrected(
     cookie = await start_session(middleware(make_app(), store), x="0")
     slow = asyncio.create_task(call(mw, "/replace", cookie))
     await gate.first.wait()
-    assert set_cookies(await call(mw, "/flush", cookie)) == [EXPIRED]
+    assert set_cookies(await call(mw, "/flush", cookie)) == [EXPIRED_COOKIE]
     gate.open()
     late = await slow
 
     assert late.status_code == 200
-    assert set_cookies(late) == [EXPIRED]
+    assert set_cookies(late) == [EXPIRED_COOKIE]
     assert await scan_all(dynamodb_client, store.props.table_name) == []
 
 
@@ -348,8 +315,8 @@ async def test_two_cycle_id_races_leave_exactly_one_new_id(
     )
 
     assert a.status_code == b.status_code == 200
-    winners = [(who, r) for who, r in (("A", a), ("B", b)) if set_cookies(r) != [EXPIRED]]
-    losers = [r for r in (a, b) if set_cookies(r) == [EXPIRED]]
+    winners = [(who, r) for who, r in (("A", a), ("B", b)) if set_cookies(r) != [EXPIRED_COOKIE]]
+    losers = [r for r in (a, b) if set_cookies(r) == [EXPIRED_COOKIE]]
     assert len(winners) == 1 and len(losers) == 1
     who, winner = winners[0]
     new_cookie = cookie_of(winner)
@@ -357,10 +324,10 @@ async def test_two_cycle_id_races_leave_exactly_one_new_id(
 
     items = await scan_all(dynamodb_client, store.props.table_name)
     assert len(items) == 1
-    assert await stored(dynamodb_client, store, cookie) is None  # the old item is gone
-    item = await stored(dynamodb_client, store, new_cookie)
+    assert await item_of(dynamodb_client, store, cookie) is None  # the old item is gone
+    item = await item_of(dynamodb_client, store, new_cookie)
     assert item is not None
-    assert decode(item) == {"cart": "3", "who": who}  # the winner's data, as a whole
+    assert data_of(item) == {"cart": "3", "who": who}  # the winner's data, as a whole
 
     assert (await call(app, "/read", new_cookie)).json() == {"cart": "3", "who": who}
     assert (await call(app, "/read", cookie)).json() == {}
@@ -385,12 +352,12 @@ async def test_cycle_racing_a_slow_save_keeps_one_session(
     late = await slow
 
     assert late.status_code == 200
-    assert set_cookies(late) == [EXPIRED]
+    assert set_cookies(late) == [EXPIRED_COOKIE]
     items = await scan_all(dynamodb_client, store.props.table_name)
     assert len(items) == 1
-    item = await stored(dynamodb_client, store, new_cookie)
+    item = await item_of(dynamodb_client, store, new_cookie)
     assert item is not None
-    assert decode(item) == {"x": "0", "user": "u1"}
+    assert data_of(item) == {"x": "0", "user": "u1"}
 
 
 # -- no half state -----------------------------------------------------------------------------
@@ -426,9 +393,9 @@ async def test_racing_pair_writers_merge_to_one_of_them(
     )
 
     assert first.status_code == second.status_code == 200
-    item = await stored(dynamodb_client, store, cookie)
+    item = await item_of(dynamodb_client, store, cookie)
     assert item is not None
-    data = decode(item)
+    data = data_of(item)
     assert data["a"] == data["b"] in ("1", "2")
 
 
@@ -451,8 +418,8 @@ async def test_concurrent_readers_always_see_equal_pairs(
         for response in responses:
             seen = response.json()
             assert seen["a"] == seen["b"], seen
-    item = await stored(dynamodb_client, store, cookie)
+    item = await item_of(dynamodb_client, store, cookie)
     assert item is not None
-    data = decode(item)
+    data = data_of(item)
     assert data["a"] == data["b"]
     assert item["version"] == {"N": str(1 + writers * rounds)}

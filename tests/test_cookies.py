@@ -3,85 +3,30 @@ signer and the Cookie header parser. The header tests run the middleware on Dyna
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import msgspec
 import pytest
-from aiobotocore.session import get_session
-from support import OLD_SECRET, SECRET, Clock, client_for, middleware, read_item
-
-from asgi_dynamo_session import (
-    DynamoDBStore,
-    DynamoDBStoreProps,
-    MemoryStore,
-    Session,
-    SessionMiddleware,
+from support import (
+    OLD_SECRET,
+    SECRET,
+    Clock,
+    app_doing,
+    fetch,
+    key_of,
+    middleware,
+    read_item,
+    signature,
+    signed,
 )
+
+from asgi_dynamo_session import DynamoDBStore, MemoryStore, Session, SessionMiddleware
 from asgi_dynamo_session.cookies import Signer, cookie_values
 
 EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
 VALUE = r"([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{43})"
-
-
-def b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def signature(sid: str, secret: str | bytes = SECRET) -> str:
-    key = secret.encode() if isinstance(secret, str) else secret
-    return b64(hmac.new(key, sid.encode(), hashlib.sha256).digest())
-
-
-def signed(sid: str, secret: str | bytes = SECRET) -> str:
-    return f"{sid}.{signature(sid, secret)}"
-
-
-def key_of(sid: str) -> dict[str, Any]:
-    return {"session_id": {"S": "SESSIONS::TOWER::" + b64(hashlib.sha256(sid.encode()).digest())}}
-
-
-def app_doing(action: Any) -> Any:
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        action(scope["session"])
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    return app
-
-
-async def call(app: Any, cookie: str | None = None) -> httpx.Response:
-    headers = {} if cookie is None else {"cookie": cookie}
-    async with client_for(app) as client:
-        return await client.get("/", headers=headers)
-
-
-@pytest.fixture(scope="module")
-async def raw(dynamodb_server: Any) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "dynamodb", endpoint_url=dynamodb_server.endpoint_url, region_name="us-east-1"
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def store(raw: Any, table_name: str, clock: Clock) -> AsyncIterator[DynamoDBStore]:
-    store = DynamoDBStore(raw, DynamoDBStoreProps(table_name=table_name), clock=clock)
-    await store.create_table()
-    yield store
-    await store.close()
-    await raw.delete_table(TableName=table_name)
 
 
 # --- Set-Cookie attributes --------------------------------------------------------------------
@@ -143,7 +88,7 @@ CASES: dict[str, tuple[dict[str, Any], str, str, str]] = {
 
 @pytest.mark.parametrize("case", list(CASES))
 async def test_set_and_expire_cookie_carry_the_configured_attributes(
-    store: DynamoDBStore, raw: Any, clock: Clock, case: str
+    dstore: DynamoDBStore, raw: Any, clock: Clock, case: str
 ) -> None:
     options, name, attrs, tail = CASES[case]
     options = {**options, "clock": clock}
@@ -151,31 +96,31 @@ async def test_set_and_expire_cookie_carry_the_configured_attributes(
     def login(session: Session) -> None:
         session["user"] = "ada"
 
-    response = await call(middleware(app_doing(login), store, **options))
+    response = await fetch(middleware(app_doing(login), dstore, **options))
     (header,) = response.headers.get_list("set-cookie")
     match = re.fullmatch(re.escape(name) + "=" + VALUE + re.escape(attrs + tail), header)
     assert match is not None, header
     sid, sig = match.groups()
     assert sig == signature(sid)
-    stored = await read_item(raw, store.props.table_name, key_of(sid))
+    stored = await read_item(raw, dstore.props.table_name, key_of(sid))
     assert stored is not None
     assert msgspec.msgpack.decode(stored["data"]["B"][1:]) == {"user": "ada"}
 
     # The cookie is read back under its configured name, and logout expires it the same way.
-    response = await call(
-        middleware(app_doing(lambda s: s.flush()), store, **options), f"{name}={signed(sid)}"
+    response = await fetch(
+        middleware(app_doing(lambda s: s.flush()), dstore, **options), f"{name}={signed(sid)}"
     )
     assert response.headers.get_list("set-cookie") == [
         f"{name}={attrs}; Max-Age=0; Expires={EPOCH}{tail}"
     ]
-    assert await read_item(raw, store.props.table_name, key_of(sid)) is None
+    assert await read_item(raw, dstore.props.table_name, key_of(sid)) is None
 
 
-async def test_cookie_of_another_name_is_ignored(store: DynamoDBStore) -> None:
+async def test_cookie_of_another_name_is_ignored(dstore: DynamoDBStore) -> None:
     seen: list[Any] = []
     sid = secrets.token_urlsafe(32)
-    app = middleware(app_doing(lambda s: seen.append(s.id)), store, cookie_name="id")
-    await call(app, f"sid={signed(sid)}; xid={signed(sid)}; ID={signed(sid)}")
+    app = middleware(app_doing(lambda s: seen.append(s.id)), dstore, cookie_name="id")
+    await fetch(app, f"sid={signed(sid)}; xid={signed(sid)}; ID={signed(sid)}")
     assert seen == [None]
 
 
@@ -253,21 +198,21 @@ def test_thirty_two_bytes_are_enough() -> None:
     _build(secret_keys=[b"\x00" * 32, "\u00e9" * 16])  # 32 bytes once UTF-8 encoded
 
 
-async def test_bytes_and_rotated_keys_verify(store: DynamoDBStore, clock: Clock) -> None:
+async def test_bytes_and_rotated_keys_verify(dstore: DynamoDBStore, clock: Clock) -> None:
     new_key = secrets.token_bytes(32)
     seen: list[Any] = []
     app = middleware(
         app_doing(lambda s: seen.append(s.get("user"))),
-        store,
+        dstore,
         secret_keys=[new_key, OLD_SECRET],
         clock=clock,
     )
     login = middleware(
-        app_doing(lambda s: s.update(user="ada")), store, secret_keys=OLD_SECRET, clock=clock
+        app_doing(lambda s: s.update(user="ada")), dstore, secret_keys=OLD_SECRET, clock=clock
     )
-    (header,) = (await call(login)).headers.get_list("set-cookie")
+    (header,) = (await fetch(login)).headers.get_list("set-cookie")
     sid = header.split("=", 1)[1].split(".", 1)[0]
-    response = await call(app, f"id={signed(sid, OLD_SECRET)}")
+    response = await fetch(app, f"id={signed(sid, OLD_SECRET)}")
     assert seen == ["ada"]
     (resigned,) = response.headers.get_list("set-cookie")
     assert resigned.startswith(f"id={signed(sid, new_key)};")

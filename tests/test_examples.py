@@ -22,16 +22,11 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ["counter", "starlette", "fastapi", "litestar", "quart", "raw"]
 COUNT = re.compile(r"Current count: (\d+)")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(port: int) -> bool:
@@ -91,7 +86,7 @@ def _count(reply: httpx.Response) -> int:
 
 @pytest.mark.parametrize("app", APPS)
 def test_serve_against_the_test_server(app: str, dynamodb_server: Any) -> None:
-    port = _free_port()
+    port = free_port()
     table = f"ex_{uuid4().hex[:10]}"  # serve.py creates it
     env = _env(DYNAMODB_ENDPOINT_URL=dynamodb_server.endpoint_url, SESSION_TABLE=table)
     with (
@@ -122,7 +117,7 @@ def test_serve_against_the_test_server(app: str, dynamodb_server: Any) -> None:
 
 def test_serve_starts_and_stops_its_own_moto(dynamodb_server: Any) -> None:
     pytest.importorskip("moto.server")
-    port, moto_port = _free_port(), _free_port()
+    port, moto_port = free_port(), free_port()
     env = _env(
         # Exported AWS settings must not be used for the local server (a profile that does not
         # exist would make botocore fail if it were consulted).

@@ -13,26 +13,31 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-import httpx
 import pytest
 from support import (
+    EXPIRED_COOKIE,
+    T0,
     TRANSPORTS,
     Clock,
     CountingStore,
-    client_for,
+    assert_no_leaks,
+    call,
+    cookie_of,
+    data_of,
     dynamo_store,
+    item_of,
     middleware,
-    read_item,
     scan_all,
+    set_cookies,
+    sid,
 )
 
 from asgi_dynamo_session import DynamoDBStore, OnInactivity, OnSessionEnd, codec
 
-LOGGER = "asgi_dynamo_session"
-T0 = 1_800_000_000
+pytestmark = pytest.mark.usefixtures("library_logs")
+
 HOUR = 3600
 FLAGS = "; HttpOnly; Secure; SameSite=Lax"
-EXPIRED = "id=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT" + FLAGS
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -69,50 +74,12 @@ def make_app(pause: Pause | None = None) -> Callable[..., Awaitable[None]]:
     return app
 
 
-async def call(app: Any, path: str, cookie: str | None = None) -> httpx.Response:
-    headers = {"cookie": f"id={cookie}"} if cookie is not None else {}
-    async with client_for(app) as client:
-        return await client.get(path, headers=headers)
-
-
-def set_cookies(response: httpx.Response) -> list[str]:
-    return response.headers.get_list("set-cookie")
-
-
-def cookie_of(response: httpx.Response) -> str:
-    (header,) = set_cookies(response)
-    value = header.split(";", 1)[0].removeprefix("id=")
-    assert value, header
-    return value
-
-
 def cookie_header(cookie: str, now: float, expires: int | None) -> str:
     """The exact Set-Cookie the middleware sends for `cookie` (None: a browser-session one)."""
     if expires is None:
         return f"id={cookie}; Path=/{FLAGS}"
     stamp = format_datetime(datetime.fromtimestamp(expires, timezone.utc), usegmt=True)
     return f"id={cookie}; Path=/; Max-Age={int(expires - now)}; Expires={stamp}{FLAGS}"
-
-
-def sid(cookie: str) -> str:
-    return cookie.split(".", 1)[0]
-
-
-def data_of(item: dict[str, Any]) -> dict[str, Any]:
-    return codec.unpack(codec.decode(item["data"]["B"]))
-
-
-def assert_no_leaks(caplog: pytest.LogCaptureFixture, *cookies: str) -> None:
-    secrets = {part for c in cookies for part in (c, *c.split("."))}
-    for record in caplog.records:
-        text = record.getMessage() + (record.exc_text or "")
-        for secret in secrets:
-            assert secret not in text, (record.name, text)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(float(T0))
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -123,15 +90,6 @@ async def store(
         dynamodb_server.endpoint_url, table_name, transport=request.param, clock=clock
     ) as s:
         yield s
-
-
-@pytest.fixture(autouse=True)
-def _logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
-
-
-async def item_of(client: Any, store: DynamoDBStore, cookie: str) -> dict[str, Any] | None:
-    return await read_item(client, store.props.table_name, store.key(sid(cookie)))
 
 
 # -- touch_after -------------------------------------------------------------------------------
@@ -300,7 +258,7 @@ async def test_touch_of_a_session_ended_meanwhile_does_not_recreate_it(
             await send({"type": "http.response.body", "body": b""})
 
         out = await call(middleware(logout, store, clock=clock), "/logout", cookie)
-        assert set_cookies(out) == [EXPIRED]
+        assert set_cookies(out) == [EXPIRED_COOKIE]
     elif how == "delete_item":
         await dynamodb_client.delete_item(
             TableName=store.props.table_name, Key=store.key(sid(cookie))
@@ -312,7 +270,7 @@ async def test_touch_of_a_session_ended_meanwhile_does_not_recreate_it(
     response = await reader
 
     assert response.status_code == 200
-    assert set_cookies(response) == [EXPIRED]
+    assert set_cookies(response) == [EXPIRED_COOKIE]
     assert counting.calls["touch"] == 1
     assert counting.calls["create"] == counting.calls["save"] == 0
     items = await scan_all(dynamodb_client, store.props.table_name)

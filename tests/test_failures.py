@@ -15,11 +15,24 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
-from support import TRANSPORTS, client_for, dynamo_store, middleware, read_item, scan_all
+from support import (
+    LOGGER,
+    TRANSPORTS,
+    assert_no_leaks,
+    call,
+    cookie_of,
+    data_of,
+    dynamo_store,
+    item_of,
+    middleware,
+    scan_all,
+    sid,
+)
 
-from asgi_dynamo_session import DynamoDBStore, codec
+from asgi_dynamo_session import DynamoDBStore
 
-LOGGER = "asgi_dynamo_session"
+pytestmark = pytest.mark.usefixtures("library_logs")
+
 UNAVAILABLE = b"Session store unavailable\n"
 DYNALITE_CRASH = (
     "dynalite 3 dies on a request cut mid-body (an unhandled ECONNRESET in node), so the "
@@ -53,27 +66,6 @@ class App:
         await send({"type": "http.response.body", "body": repr(data).encode()})
 
 
-async def call(app: Any, path: str, cookie: str | None = None) -> httpx.Response:
-    headers = {"cookie": f"id={cookie}"} if cookie is not None else {}
-    async with client_for(app) as client:
-        return await client.get(path, headers=headers)
-
-
-def cookie_of(response: httpx.Response) -> str:
-    (header,) = response.headers.get_list("set-cookie")
-    value = header.split(";", 1)[0].removeprefix("id=")
-    assert value, header
-    return value
-
-
-def sid(cookie: str) -> str:
-    return cookie.split(".", 1)[0]
-
-
-def data_of(item: dict[str, Any]) -> dict[str, Any]:
-    return codec.unpack(codec.decode(item["data"]["B"]))
-
-
 def assert_unavailable(response: httpx.Response, retry_after: str = "1") -> None:
     """The middleware's own 503: Retry-After, no cookie, nothing of the app's response."""
     assert response.status_code == 503
@@ -88,16 +80,7 @@ def assert_logged(caplog: pytest.LogCaptureFixture, what: str, *cookies: str) ->
     """A WARNING-or-above record of our logger says `what`; no record leaks an id or cookie."""
     ours = [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
     assert any(what in r.getMessage() for r in ours), [r.getMessage() for r in ours]
-    secrets = {part for c in cookies for part in (c, *c.split("."))}
-    for record in caplog.records:
-        text = record.getMessage() + (record.exc_text or "")
-        for secret in secrets:
-            assert secret not in text, (record.name, text)
-
-
-@pytest.fixture(autouse=True)
-def _logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
+    assert_no_leaks(caplog, *cookies)
 
 
 @asynccontextmanager
@@ -108,10 +91,6 @@ async def proxied(
         fault_proxy.endpoint_url, table_name, transport=transport, **{**FAST_FAIL, **options}
     ) as store:
         yield store
-
-
-async def stored(client: Any, store: DynamoDBStore, cookie: str) -> dict[str, Any] | None:
-    return await read_item(client, store.props.table_name, store.key(sid(cookie)))
 
 
 # -- the server stopped and restarted ----------------------------------------------------------
@@ -164,7 +143,7 @@ async def test_server_stopped_then_restarted(
         assert response.content == repr({"user": "u3"}).encode()
         fresh = cookie_of(response)
         assert sid(fresh) != sid(cookie)
-        item = await stored(dynamodb_client, store, fresh)
+        item = await item_of(dynamodb_client, store, fresh)
         assert item is not None and data_of(item) == {"user": "u3"}
         assert (await call(mw, "/read", fresh)).content == repr({"user": "u3"}).encode()
 
@@ -238,7 +217,7 @@ async def test_save_failure_answers_503_and_keeps_the_stored_session(
         created = await call(mw, f"/set?user=u1&blob={big}")
         cookie = cookie_of(created)
         (put,) = [r for r in fault_proxy.log if r.action == "PutItem"]
-        before = await stored(dynamodb_client, store, cookie)
+        before = await item_of(dynamodb_client, store, cookie)
         assert before is not None
 
         async def inject() -> None:
@@ -262,7 +241,7 @@ async def test_save_failure_answers_503_and_keeps_the_stored_session(
             assert {r.action for r in fault_proxy.log} == {"PutItem"}
             assert fault_proxy.forwarded == 0  # the server never got a whole save
         await fault_proxy.forward()
-        assert await stored(dynamodb_client, store, cookie) == before  # intact, same version
+        assert await item_of(dynamodb_client, store, cookie) == before  # intact, same version
         response = await call(mw, "/read", cookie)
         assert response.status_code == 200
         assert response.content == repr({"user": "u1", "blob": big}).encode()
@@ -292,7 +271,7 @@ async def test_a_save_cut_once_is_retried_and_applied_once(
         assert cookie_of(response) == cookie
         assert fault_proxy.resets == 1
         assert [r.action for r in fault_proxy.log] == ["PutItem", "PutItem"]
-        item = await stored(dynamodb_client, store, cookie)
+        item = await item_of(dynamodb_client, store, cookie)
         assert item is not None
         assert data_of(item)["user"] == "u2"
         assert item["version"] == {"N": "2"}

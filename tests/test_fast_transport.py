@@ -22,6 +22,7 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
+from support import free_port
 
 from asgi_dynamo_session._fast import FastTransport
 from asgi_dynamo_session._sigv4 import SigV4Signer, amz_date
@@ -89,12 +90,6 @@ def test_signer_matches_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- a real server -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """(endpoint_url, kind): the shared conftest server if there is one, else our own moto."""
@@ -108,7 +103,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     if shared is not None:
         yield shared.endpoint_url, shared.kind
         return
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -527,7 +522,7 @@ async def test_read_timeout_is_retried_then_gives_up(proxy: Proxy, tables: tuple
 
 async def test_connection_refused_is_store_error() -> None:
     t = FastTransport(
-        endpoint_url=f"http://127.0.0.1:{_free_port()}",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
         region_name=REGION,
         credentials_provider=StaticCredentials(),
         max_attempts=2,

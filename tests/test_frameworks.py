@@ -7,10 +7,8 @@ a real uvicorn server over HTTP; framework idioms (Starlette's ``mark_accessed``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,11 +19,20 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi import Request as FastAPIRequest  # module level: FastAPI resolves annotations here
 from litestar.testing import AsyncTestClient
-from support import SECRET, Clock, CountingStore, dynamo_store, read_item
+from support import (
+    EXPIRED_COOKIE,
+    SECRET,
+    SESSION_COOKIE,
+    Clock,
+    CountingStore,
+    client_for,
+    read_item,
+    running,
+    session_data,
+)
 
 from asgi_dynamo_session import (
     DynamoDBStore,
@@ -52,12 +59,6 @@ EXAMPLES: dict[str, ModuleType] = {
     "quart": quart_app,
     "raw": raw_asgi,
 }
-COOKIE = re.compile(
-    r"^id=([A-Za-z0-9_-]{43})\.[A-Za-z0-9_-]{43}; Path=/; HttpOnly; Secure; SameSite=Lax$"
-)
-EXPIRED = (
-    "id=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; Secure; SameSite=Lax"
-)
 COUNT = re.compile(r"Current count: (\d+)")
 
 
@@ -143,33 +144,6 @@ def _quart_sender(app: Any) -> Callable[..., Any]:
     return send
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:  # the test runner keeps its own signal handlers
-        yield
-
-
-@contextlib.asynccontextmanager
-async def running(app: Any) -> AsyncIterator[str]:
-    """`app` served by uvicorn on a free loopback port (lifespan on); yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = _Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert not task.done(), "uvicorn stopped during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 20)
-        sock.close()
-
-
 class Counting(CountingStore):
     """CountingStore that also opens and closes the store it wraps (for lifespan hooks)."""
 
@@ -188,10 +162,8 @@ class Dynamo:
 
 
 @pytest.fixture
-async def dyn(dynamodb_server: Any, table_name: str, dynamodb_client: Any) -> AsyncIterator[Dynamo]:
-    endpoint = dynamodb_server.endpoint_url
-    async with dynamo_store(endpoint, table_name) as store:
-        yield Dynamo(endpoint, store, dynamodb_client)
+def dyn(dynamodb_server: Any, store: DynamoDBStore, dynamodb_client: Any) -> Dynamo:
+    return Dynamo(dynamodb_server.endpoint_url, store, dynamodb_client)
 
 
 @contextlib.asynccontextmanager
@@ -214,14 +186,8 @@ async def browse(
     elif kind == "quart":
         yield Browser(_quart_sender(build(dyn.store)))
     else:  # Starlette, FastAPI and raw ASGI: httpx's ASGI transport, as Starlette recommends
-        transport = httpx.ASGITransport(app=build(dyn.store))
-        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        async with client_for(build(dyn.store)) as client:
             yield Browser(_httpx_sender(client))
-
-
-async def stored(dyn: Dynamo, session_id: str) -> dict[str, Any] | None:
-    record = await dyn.store.load(session_id)
-    return None if record is None else record.data
 
 
 async def item_exists(dyn: Dynamo, session_id: str) -> bool:
@@ -253,9 +219,9 @@ async def test_counter_rises(kind: str, via: str, dyn: Dynamo) -> None:
         assert first.status == 200
         assert first.count == 1
         [header] = first.set_cookies
-        assert COOKIE.match(header), header
+        assert SESSION_COOKIE.match(header), header
         assert [(await browser.get("/")).count for _ in range(3)] == [2, 3, 4]
-    assert await stored(dyn, browser.session_id) == {"count": 4}
+    assert await session_data(dyn.store, browser.session_id) == {"count": 4}
 
 
 @pytest.mark.parametrize(("kind", "via"), FRAMEWORK_CASES)
@@ -266,11 +232,11 @@ async def test_login_cycles_the_id(kind: str, via: str, dyn: Dynamo) -> None:
         reply = await browser.post("/login", {"user": "alice"})
         assert reply.status == 303
         [header] = reply.set_cookies
-        assert COOKIE.match(header), header
+        assert SESSION_COOKIE.match(header), header
         after = browser.session_id
         assert after != before
         assert not await item_exists(dyn, before)
-        assert await stored(dyn, after) == {"count": 1, "user": "alice"}
+        assert await session_data(dyn.store, after) == {"count": 1, "user": "alice"}
         page = await browser.get("/")
         assert page.count == 2
         assert "alice" in page.text
@@ -286,7 +252,7 @@ async def test_logout_deletes_the_item_and_expires_the_cookie(
         assert await item_exists(dyn, session_id)
         reply = await browser.post("/logout")
         assert reply.status == 303
-        assert reply.set_cookies == [EXPIRED]
+        assert reply.set_cookies == [EXPIRED_COOKIE]
         assert browser.cookie is None
         assert not await item_exists(dyn, session_id)
         # The old cookie now names nothing: no session, and nothing to send back.
@@ -358,7 +324,7 @@ async def test_seed_counter_example(dyn: Dynamo) -> None:
     async with browse(build, "raw", "client", dyn) as browser:
         texts = [(await browser.get("/")).text for _ in range(3)]
     assert texts == ["Current count: 0", "Current count: 1", "Current count: 2"]
-    assert await stored(dyn, browser.session_id) == {"counter": 3}
+    assert await session_data(dyn.store, browser.session_id) == {"counter": 3}
 
 
 # -- Starlette and FastAPI -------------------------------------------------------------------
@@ -416,15 +382,13 @@ async def test_starlette_request_session_is_ours_and_marks_access(dyn: Dynamo) -
 
 @pytest.mark.parametrize("order", ["session-outer", "session-inner"])
 async def test_starlette_beside_gzip_and_cors(dyn: Dynamo, order: str) -> None:
-    app = _starlette_probe_app(dyn.store, order)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+    async with client_for(_starlette_probe_app(dyn.store, order)) as client:
         headers = {"accept-encoding": "gzip", "origin": "https://ui.example"}
         first = await client.get("/", headers=headers)
         assert first.headers["content-encoding"] == "gzip"
         assert first.text.startswith("Current count: 1 ")  # httpx decoded the gzip body
         assert first.headers["access-control-allow-origin"] == "https://ui.example"
-        assert COOKIE.match(first.headers["set-cookie"])
+        assert SESSION_COOKIE.match(first.headers["set-cookie"])
         vary = {v.strip().lower() for v in ",".join(first.headers.get_list("vary")).split(",")}
         assert {"cookie", "accept-encoding"} <= vary
         cookie = first.headers["set-cookie"].split(";", 1)[0]
@@ -491,24 +455,28 @@ async def test_litestar_set_session_and_clear_session(mount: str, dyn: Dynamo) -
 
         created = await browser.post("/set")
         [header] = created.set_cookies
-        assert COOKIE.match(header)
+        assert SESSION_COOKIE.match(header)
         session_id = browser.session_id
-        assert await stored(dyn, session_id) == {"user": "dora", "roles": ["admin"]}
+        assert await session_data(dyn.store, session_id) == {"user": "dora", "roles": ["admin"]}
 
         await browser.post("/add")
-        assert await stored(dyn, session_id) == {"user": "dora", "roles": ["admin"], "visits": 1}
+        assert await session_data(dyn.store, session_id) == {
+            "user": "dora",
+            "roles": ["admin"],
+            "visits": 1,
+        }
         await browser.post("/set")  # replaces the data as a whole: "visits" goes
-        assert await stored(dyn, session_id) == {"user": "dora", "roles": ["admin"]}
+        assert await session_data(dyn.store, session_id) == {"user": "dora", "roles": ["admin"]}
         assert browser.session_id == session_id
 
         cleared = await browser.post("/clear")
-        assert cleared.set_cookies == [EXPIRED]
+        assert cleared.set_cookies == [EXPIRED_COOKIE]
         assert not await item_exists(dyn, session_id)
 
         await browser.post("/set")
         second = browser.session_id
         emptied = await browser.post("/empty")  # an empty mapping ends the session too
-        assert emptied.set_cookies == [EXPIRED]
+        assert emptied.set_cookies == [EXPIRED_COOKIE]
         assert not await item_exists(dyn, second)
 
 
@@ -579,8 +547,8 @@ async def test_quart_session_is_the_middleware_session(dyn: Dynamo) -> None:
 
         written = await browser.post("/scope")
         assert compact(written.text) == '{"data":{"plain":"asgi"}}'
-        assert COOKIE.match(written.set_cookies[0])
-        assert await stored(dyn, browser.session_id) == {"plain": "asgi"}
+        assert SESSION_COOKIE.match(written.set_cookies[0])
+        assert await session_data(dyn.store, browser.session_id) == {"plain": "asgi"}
         assert '"new":false' in compact((await browser.get("/probe")).text)
 
 
@@ -589,7 +557,7 @@ async def test_quart_nested_changes_with_or_without_the_flask_idiom(dyn: Dynamo)
         assert compact((await browser.post("/nested?item=a")).text) == '{"modified":true}'
         assert compact((await browser.post("/nested?item=b&flask=1")).text) == '{"modified":true}'
         assert compact((await browser.post("/nested?item=c")).text) == '{"modified":true}'
-    assert await stored(dyn, browser.session_id) == {"cart": {"items": ["a", "b", "c"]}}
+    assert await session_data(dyn.store, browser.session_id) == {"cart": {"items": ["a", "b", "c"]}}
 
 
 async def test_quart_permanent_sets_a_lasting_cookie(dyn: Dynamo) -> None:

@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from aiobotocore.session import AioSession
-from support import SECRET, dynamo_store
+from support import SECRET, client_for, dynamo_store, free_port
 
 from asgi_dynamo_session import DynamoDBStore, DynamoDBStoreProps, SessionMiddleware, get_session
 
@@ -94,13 +93,6 @@ async def counter_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": str(session["n"]).encode()})
 
 
-@contextlib.asynccontextmanager
-async def asgi_client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)  # sends no lifespan
-    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
-        yield client
-
-
 # -- lifespan through the middleware ------------------------------------------------------------
 
 
@@ -140,7 +132,7 @@ async def test_messages_pass_through_unchanged_and_the_client_lives_with_the_app
     assert created_clients == ["dynamodb"]
     client = store.client
 
-    async with asgi_client(middleware) as http:
+    async with client_for(middleware) as http:  # httpx's ASGI transport: no lifespan
         replies = await asyncio.gather(*(http.get("/") for _ in range(10)))
     assert [r.status_code for r in replies] == [200] * 10
     assert store.client is client
@@ -305,7 +297,7 @@ async def test_first_use_opens_one_client_even_under_concurrency(
 ) -> None:
     store = owning_store(dynamodb_server.endpoint_url, table)
     app = SessionMiddleware(counter_app, store=store, secret_keys=SECRET)
-    async with asgi_client(app) as http:
+    async with client_for(app) as http:
         replies = await asyncio.gather(*(http.get("/") for _ in range(25)))
         assert [r.text for r in replies] == ["1"] * 25
         assert created_clients == ["dynamodb"]
@@ -320,12 +312,6 @@ async def test_first_use_opens_one_client_even_under_concurrency(
 
 
 # -- a real uvicorn, in a subprocess ------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(endpoint: str, table: str) -> dict[str, str]:
@@ -398,7 +384,7 @@ def _visit(port: int, times: int) -> list[str]:
 async def test_uvicorn_shuts_down_without_unclosed_warnings(
     app: str, dynamodb_server: Any, table: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _uvicorn(
         f"examples.{app}:create_app", port, _env(dynamodb_server.endpoint_url, table), "--factory"
     )
@@ -419,7 +405,7 @@ async def test_uvicorn_shuts_down_without_unclosed_warnings(
 
 async def test_uvicorn_without_lifespan_needs_store_close(dynamodb_server: Any, table: str) -> None:
     """Control: with the lifespan off nothing closes the client, and the leak is reported."""
-    port = _free_port()
+    port = free_port()
     env = _env(dynamodb_server.endpoint_url, table)
     proc = _uvicorn("examples.raw_asgi:create_app", port, env, "--factory", "--lifespan", "off")
     try:
@@ -455,7 +441,7 @@ async def test_uvicorn_reports_an_app_startup_failure(
             """
         )
     )
-    port = _free_port()
+    port = free_port()
     env = _env(dynamodb_server.endpoint_url, table)
     proc = _uvicorn("failing_app:app", port, env, "--app-dir", str(tmp_path), "--lifespan", "on")
     try:

@@ -7,13 +7,10 @@ aiobotocore get_item. Time is the injectable `Clock`, shared by the middleware a
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import inspect
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from email.utils import formatdate
 from typing import Any
@@ -21,35 +18,36 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from aiobotocore.session import get_session
 from support import (
+    EXPIRED_COOKIE,
     OLD_SECRET,
+    PK,
     SECRET,
     Clock,
     CountingStore,
-    client_for,
+    fetch,
+    key_of,
     middleware,
+    plain_data_of,
     read_item,
     scan_all,
+    set_cookies,
+    signature,
+    signed,
 )
 
 from asgi_dynamo_session import (
     AtDateTime,
-    DynamoDBStore,
-    DynamoDBStoreProps,
     OnInactivity,
     OnSessionEnd,
     Session,
     SessionMiddleware,
 )
 
-PK = "session_id"
-PREFIX = "SESSIONS::TOWER::"
 TWO_WEEKS = 14 * 24 * 3600
 EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
 FLAGS = "; HttpOnly; Secure; SameSite=Lax"
 NEW_COOKIE = re.compile(r"id=([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{43}); Path=/" + re.escape(FLAGS))
-EXPIRED_COOKIE = f"id=; Path=/; Max-Age=0; Expires={EPOCH}{FLAGS}"
 
 Action = Callable[[Session, dict[str, Any]], Any]
 
@@ -57,29 +55,8 @@ Action = Callable[[Session, dict[str, Any]], Any]
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def signature(sid: str, secret: str = SECRET) -> str:
-    return b64(hmac.new(secret.encode(), sid.encode(), hashlib.sha256).digest())
-
-
-def signed(sid: str, secret: str = SECRET) -> str:
-    return f"{sid}.{signature(sid, secret)}"
-
-
-def key_of(sid: str) -> dict[str, Any]:
-    """The default table key of a session id: prefix + sha256(id) in unpadded base64url."""
-    return {PK: {"S": PREFIX + b64(hashlib.sha256(sid.encode()).digest())}}
-
-
 def http_date(epoch: float) -> str:
     return formatdate(epoch, usegmt=True)
-
-
-def set_cookies(response: httpx.Response) -> list[str]:
-    return response.headers.get_list("set-cookie")
 
 
 def cookie_id(response: httpx.Response, secret: str = SECRET) -> str:
@@ -90,13 +67,6 @@ def cookie_id(response: httpx.Response, secret: str = SECRET) -> str:
     sid, sig = match.groups()
     assert sig == signature(sid, secret)
     return sid
-
-
-def payload(item: dict[str, Any]) -> dict[str, Any]:
-    raw = item["data"]["B"]
-    assert raw[0] == 0x01
-    data: dict[str, Any] = msgspec.msgpack.decode(raw[1:])
-    return data
 
 
 def app_for(
@@ -123,18 +93,6 @@ def app_for(
     return app
 
 
-async def call(
-    app: Any, cookie: str | bytes | None = None, *, path: str = "/", extra: Sequence[Any] = ()
-) -> httpx.Response:
-    """One request from a fresh client (no cookie jar), with exactly the Cookie header given."""
-    headers: list[tuple[bytes, bytes]] = []
-    if cookie is not None:
-        headers.append((b"cookie", cookie.encode() if isinstance(cookie, str) else cookie))
-    headers.extend(extra)
-    async with client_for(app) as client:
-        return await client.get(path, headers=headers)
-
-
 def setter(**values: Any) -> Action:
     def action(session: Session, scope: dict[str, Any]) -> None:
         session.update(values)
@@ -143,34 +101,6 @@ def setter(**values: Any) -> Action:
 
 
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(scope="module")
-async def raw(dynamodb_server: Any) -> AsyncIterator[Any]:
-    """A plain aiobotocore client, shared by the module: the stores' and the read-back's."""
-    async with get_session().create_client(
-        "dynamodb", endpoint_url=dynamodb_server.endpoint_url, region_name="us-east-1"
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-async def dstore(raw: Any, table_name: str, clock: Clock) -> AsyncIterator[DynamoDBStore]:
-    store = DynamoDBStore(raw, DynamoDBStoreProps(table_name=table_name), clock=clock)
-    await store.create_table()
-    yield store
-    await store.close()
-    await raw.delete_table(TableName=table_name)
-
-
-@pytest.fixture
-def store(dstore: DynamoDBStore) -> CountingStore:
-    return CountingStore(dstore)
 
 
 class Env:
@@ -188,7 +118,7 @@ class Env:
 
     async def start(self, data: dict[str, Any] | None = None, **kwargs: Any) -> str:
         """A stored session holding `data`; returns its id and resets the call counts."""
-        response = await call(self.mw(setter(**(data or {"user": "ada"})), **kwargs))
+        response = await fetch(self.mw(setter(**(data or {"user": "ada"})), **kwargs))
         assert response.status_code == 200
         (header,) = set_cookies(response)
         match = re.match(r"id=([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{43});", header)
@@ -215,15 +145,15 @@ class Env:
 
 
 @pytest.fixture
-def env(store: CountingStore, clock: Clock, raw: Any, table_name: str) -> Env:
-    return Env(store, clock, raw, table_name)
+def env(counting_store: CountingStore, clock: Clock, raw: Any, table_name: str) -> Env:
+    return Env(counting_store, clock, raw, table_name)
 
 
 # --- 1. no cookie, untouched ------------------------------------------------------------------
 
 
 async def test_no_cookie_untouched_session_makes_no_store_call(env: Env) -> None:
-    response = await call(env.mw())
+    response = await fetch(env.mw())
     assert response.status_code == 200
     assert env.store.calls == {}
     assert set_cookies(response) == []
@@ -233,7 +163,7 @@ async def test_no_cookie_untouched_session_makes_no_store_call(env: Env) -> None
 
 async def test_no_cookie_read_only_access_makes_no_store_call(env: Env) -> None:
     seen: list[Any] = []
-    response = await call(env.mw(lambda s, _: seen.append((s.get("user"), s.id, len(s)))))
+    response = await fetch(env.mw(lambda s, _: seen.append((s.get("user"), s.id, len(s)))))
     assert seen == [(None, None, 0)]
     assert env.store.calls == {}
     assert set_cookies(response) == []
@@ -241,7 +171,7 @@ async def test_no_cookie_read_only_access_makes_no_store_call(env: Env) -> None:
 
 
 async def test_other_cookies_only_make_no_store_call(env: Env) -> None:
-    response = await call(env.mw(), f"theme=dark; sid={signed(secrets.token_urlsafe(32))}")
+    response = await fetch(env.mw(), f"theme=dark; sid={signed(secrets.token_urlsafe(32))}")
     assert env.store.calls == {}
     assert set_cookies(response) == []
 
@@ -259,7 +189,7 @@ async def test_valid_cookie_loads_once_before_the_app_and_read_only_writes_nothi
     def action(session: Session, scope: dict[str, Any]) -> None:
         seen.append((dict(env.store.calls), session.id, dict(session)))
 
-    response = await call(env.mw(action), f"id={signed(sid)}")
+    response = await fetch(env.mw(action), f"id={signed(sid)}")
     assert response.status_code == 200
     assert seen == [({"load": 1}, sid, {"user": "ada", "n": 1})]
     assert env.store.calls == {"load": 1}
@@ -270,7 +200,7 @@ async def test_valid_cookie_loads_once_before_the_app_and_read_only_writes_nothi
 
 async def test_untouched_session_with_valid_cookie_sends_no_vary_and_no_cookie(env: Env) -> None:
     sid = await env.start()
-    response = await call(env.mw(), f"id={signed(sid)}")
+    response = await fetch(env.mw(), f"id={signed(sid)}")
     assert env.store.calls == {"load": 1}
     assert set_cookies(response) == []
     assert "vary" not in response.headers
@@ -280,13 +210,13 @@ async def test_cookie_signed_by_older_key_is_resigned_with_the_newest(env: Env) 
     sid = await env.start({"user": "ada"}, secret_keys=OLD_SECRET)
     seen: list[Any] = []
     app = env.mw(lambda s, _: seen.append(s.get("user")), secret_keys=[SECRET, OLD_SECRET])
-    response = await call(app, f"id={signed(sid, OLD_SECRET)}")
+    response = await fetch(app, f"id={signed(sid, OLD_SECRET)}")
     assert seen == ["ada"]
     assert cookie_id(response, SECRET) == sid  # same id, signed by the newest key
     assert env.store.writes == 0
     # The re-signed cookie verifies from now on, and needs no further re-signing.
     env.store.calls.clear()
-    response = await call(app, f"id={signed(sid)}")
+    response = await fetch(app, f"id={signed(sid)}")
     assert env.store.calls == {"load": 1}
     assert set_cookies(response) == []
 
@@ -294,7 +224,7 @@ async def test_cookie_signed_by_older_key_is_resigned_with_the_newest(env: Env) 
 async def test_cookie_signed_by_a_retired_key_is_no_session(env: Env) -> None:
     sid = await env.start({"user": "ada"}, secret_keys=OLD_SECRET)
     seen: list[Any] = []
-    response = await call(env.mw(lambda s, _: seen.append(s.id)), f"id={signed(sid, OLD_SECRET)}")
+    response = await fetch(env.mw(lambda s, _: seen.append(s.id)), f"id={signed(sid, OLD_SECRET)}")
     assert seen == [None]
     assert env.store.calls == {}
     assert set_cookies(response) == []
@@ -307,13 +237,13 @@ async def test_first_cookie_that_verifies_is_used(env: Env) -> None:
     seen: list[Any] = []
     app = env.mw(lambda s, _: seen.append((s.id, s.get("who"))))
 
-    await call(app, f"id={bogus}; id=; id={signed(second)}; id={signed(first)}")
+    await fetch(app, f"id={bogus}; id=; id={signed(second)}; id={signed(first)}")
     assert seen == [(second, "second")]
     assert env.store.calls == {"load": 1}
 
     # Cookies split over several Cookie headers count in order too.
     seen.clear()
-    await call(app, f"id={bogus}", extra=[(b"cookie", f"id={signed(first)}".encode())])
+    await fetch(app, f"id={bogus}", extra=[(b"cookie", f"id={signed(first)}".encode())])
     assert seen == [(first, "first")]
 
 
@@ -352,14 +282,14 @@ async def test_tampered_or_malformed_cookie_never_reaches_the_store(env: Env, ki
 
     cookie = MALFORMED[kind](signed(sid))
     sent = cookie if isinstance(cookie, bytes) else cookie.encode()
-    response = await call(env.mw(action), cookie)
+    response = await fetch(env.mw(action), cookie)
     assert response.status_code == 200
     # The app got the cookie as sent, yet no session and not a single load.
     assert seen == [(None, {}, {}, [sent])]
     assert env.store.calls == {"create": 1}
     new = cookie_id(response)
     assert new != sid
-    assert payload(await env.item(new) or {}) == {"fresh": True}
+    assert plain_data_of(await env.item(new) or {}) == {"fresh": True}
     assert await env.item(sid) == before  # the old session is untouched
 
 
@@ -371,17 +301,17 @@ async def test_unknown_signed_id_is_no_session_and_never_adopted(env: Env) -> No
         seen.append((session.id, dict(session)))
         session["fresh"] = True
 
-    response = await call(env.mw(action), f"id={signed(chosen)}")
+    response = await fetch(env.mw(action), f"id={signed(chosen)}")
     assert seen == [(None, {})]
     assert env.store.calls == {"load": 1, "create": 1}
     new = cookie_id(response)
     assert new != chosen
     assert await env.item(chosen) is None
-    assert payload(await env.item(new) or {}) == {"fresh": True}
+    assert plain_data_of(await env.item(new) or {}) == {"fresh": True}
 
 
 async def test_unknown_signed_id_read_only_sends_nothing(env: Env) -> None:
-    response = await call(
+    response = await fetch(
         env.mw(lambda s, _: s.get("x")), f"id={signed(secrets.token_urlsafe(32))}"
     )
     assert env.store.calls == {"load": 1}
@@ -397,20 +327,20 @@ async def test_expired_session_cookie_is_no_session(env: Env) -> None:
         seen.append((session.id, dict(session)))
         session["fresh"] = True
 
-    response = await call(env.mw(action), f"id={signed(sid)}")
+    response = await fetch(env.mw(action), f"id={signed(sid)}")
     assert seen == [(None, {})]
     assert env.store.calls == {"load": 1, "create": 1}
     new = cookie_id(response)
     assert new != sid
-    assert payload(await env.item(new) or {}) == {"fresh": True}
-    assert payload(await env.item(sid) or {}) == {"user": "ada"}  # stale, but left alone
+    assert plain_data_of(await env.item(new) or {}) == {"fresh": True}
+    assert plain_data_of(await env.item(sid) or {}) == {"user": "ada"}  # stale, but left alone
 
 
 # --- 4. new data ------------------------------------------------------------------------------
 
 
 async def test_new_data_creates_one_item_and_sets_the_signed_cookie(env: Env) -> None:
-    response = await call(env.mw(setter(user="ada", n=1)))
+    response = await fetch(env.mw(setter(user="ada", n=1)))
     assert response.status_code == 200
     assert env.store.calls == {"create": 1}
     (header,) = set_cookies(response)
@@ -423,26 +353,26 @@ async def test_new_data_creates_one_item_and_sets_the_signed_cookie(env: Env) ->
     assert item[PK] == key_of(sid)[PK]
     assert item["expire_at"] == {"N": str(int(env.clock.now) + TWO_WEEKS)}
     assert item["version"] == {"N": "1"}
-    assert payload(item) == {"user": "ada", "n": 1}
+    assert plain_data_of(item) == {"user": "ada", "n": 1}
     assert len(await scan_all(env.client, env.table)) == 1
 
 
 async def test_new_session_is_readable_by_the_next_request(env: Env) -> None:
     sid = await env.start({"user": "ada", "n": 1})
     seen: list[Any] = []
-    await call(env.mw(lambda s, _: seen.append(dict(s))), f"id={signed(sid)}")
+    await fetch(env.mw(lambda s, _: seen.append(dict(s))), f"id={signed(sid)}")
     assert seen == [{"user": "ada", "n": 1}]
 
 
 async def test_change_saves_once_under_the_same_id(env: Env) -> None:
     sid = await env.start({"user": "ada", "n": 1})
     env.clock.advance(60)
-    response = await call(env.mw(setter(n=2)), f"id={signed(sid)}")
+    response = await fetch(env.mw(setter(n=2)), f"id={signed(sid)}")
     assert env.store.calls == {"load": 1, "save": 1}
     assert cookie_id(response) == sid
     item = await env.item(sid)
     assert item is not None
-    assert payload(item) == {"user": "ada", "n": 2}
+    assert plain_data_of(item) == {"user": "ada", "n": 2}
     assert item["version"] == {"N": "2"}
     assert item["expire_at"] == {"N": str(int(env.clock.now) + TWO_WEEKS)}
 
@@ -464,7 +394,7 @@ async def test_emptied_session_deletes_item_and_expires_cookie(env: Env, how: st
         else:
             session.pop("user")
 
-    response = await call(env.mw(action), f"id={signed(sid)}")
+    response = await fetch(env.mw(action), f"id={signed(sid)}")
     assert response.status_code == 200
     assert set_cookies(response) == [EXPIRED_COOKIE]
     assert await env.item(sid) is None
@@ -482,7 +412,7 @@ async def test_expired_cookie_keeps_configured_path_domain_and_flags(env: Env) -
         "http_only": False,
         "expiry": OnInactivity(timedelta(hours=1)),
     }
-    response = await call(env.mw(setter(user="ada"), **options), path="/app/login")
+    response = await fetch(env.mw(setter(user="ada"), **options), path="/app/login")
     (header,) = set_cookies(response)
     expires = http_date(env.clock.now + 3600)
     match = re.fullmatch(
@@ -493,7 +423,7 @@ async def test_expired_cookie_keeps_configured_path_domain_and_flags(env: Env) -
     assert match is not None, header
     sid = match[1]
 
-    response = await call(env.mw(lambda s, _: s.flush(), **options), f"sid={signed(sid)}")
+    response = await fetch(env.mw(lambda s, _: s.flush(), **options), f"sid={signed(sid)}")
     assert set_cookies(response) == [
         f"sid=; Path=/app; Domain=example.com; Max-Age=0; Expires={EPOCH}; Secure; SameSite=Strict"
     ]
@@ -501,7 +431,7 @@ async def test_expired_cookie_keeps_configured_path_domain_and_flags(env: Env) -
 
 
 async def test_clearing_without_a_session_writes_nothing(env: Env) -> None:
-    response = await call(env.mw(lambda s, _: s.clear()))
+    response = await fetch(env.mw(lambda s, _: s.clear()))
     assert env.store.calls == {}
     assert set_cookies(response) == []
 
@@ -513,11 +443,11 @@ async def test_flush_then_new_data_starts_a_new_session(env: Env) -> None:
         session.flush()
         session["user"] = "bob"
 
-    response = await call(env.mw(action), f"id={signed(sid)}")
+    response = await fetch(env.mw(action), f"id={signed(sid)}")
     assert await env.item(sid) is None
     new = cookie_id(response)
     assert new != sid
-    assert payload(await env.item(new) or {}) == {"user": "bob"}
+    assert plain_data_of(await env.item(new) or {}) == {"user": "bob"}
 
 
 async def test_replacing_scope_session_with_a_dict_makes_it_the_data(env: Env) -> None:
@@ -526,10 +456,10 @@ async def test_replacing_scope_session_with_a_dict_makes_it_the_data(env: Env) -
     def action(session: Session, scope: dict[str, Any]) -> None:
         scope["session"] = {"user": "bob"}
 
-    response = await call(env.mw(action), f"id={signed(sid)}")
+    response = await fetch(env.mw(action), f"id={signed(sid)}")
     assert response.status_code == 200
     assert env.store.calls == {"load": 1, "save": 1}
-    assert payload(await env.item(sid) or {}) == {"user": "bob"}
+    assert plain_data_of(await env.item(sid) or {}) == {"user": "bob"}
     assert response.headers["vary"] == "Cookie"
 
 
@@ -537,10 +467,10 @@ async def test_replacing_scope_session_with_a_dict_without_a_session_creates_one
     def action(session: Session, scope: dict[str, Any]) -> None:
         scope["session"] = {"user": "bob"}
 
-    response = await call(env.mw(action))
+    response = await fetch(env.mw(action))
     sid = cookie_id(response)
     assert env.store.calls == {"create": 1}
-    assert payload(await env.item(sid) or {}) == {"user": "bob"}
+    assert plain_data_of(await env.item(sid) or {}) == {"user": "bob"}
 
 
 @pytest.mark.parametrize("value", [None, {}, "not-a-mapping"], ids=["none", "empty", "str"])
@@ -550,7 +480,7 @@ async def test_replacing_scope_session_with_nothing_empties_it(env: Env, value: 
     def action(session: Session, scope: dict[str, Any]) -> None:
         scope["session"] = value
 
-    response = await call(env.mw(action), f"id={signed(sid)}")
+    response = await fetch(env.mw(action), f"id={signed(sid)}")
     assert set_cookies(response) == [EXPIRED_COOKIE]
     assert await env.item(sid) is None
 
@@ -572,12 +502,12 @@ async def test_replacing_scope_session_with_nothing_empties_it(env: Env, value: 
 async def test_vary_cookie_when_accessed(
     env: Env, existing: list[tuple[str, str]], expected: list[str]
 ) -> None:
-    response = await call(env.mw(lambda s, _: s.get("x"), headers=existing))
+    response = await fetch(env.mw(lambda s, _: s.get("x"), headers=existing))
     assert response.headers.get_list("vary") == expected
 
 
 async def test_no_vary_added_when_not_accessed(env: Env) -> None:
-    response = await call(env.mw(headers=[("vary", "Accept-Encoding")]))
+    response = await fetch(env.mw(headers=[("vary", "Accept-Encoding")]))
     assert response.headers.get_list("vary") == ["Accept-Encoding"]
 
 
@@ -593,7 +523,7 @@ async def test_no_vary_added_when_not_accessed(env: Env) -> None:
     ids=["mark_accessed", "contains", "iter", "items", "setdefault"],
 )
 async def test_vary_cookie_for_every_kind_of_access(env: Env, action: Action) -> None:
-    response = await call(env.mw(action))
+    response = await fetch(env.mw(action))
     assert response.headers.get_list("vary") == ["Cookie"]
 
 
@@ -602,7 +532,7 @@ async def test_vary_cookie_for_every_kind_of_access(env: Env, action: Action) ->
 
 @pytest.mark.parametrize("status", [500, 502, 503])
 async def test_server_error_response_saves_nothing(env: Env, status: int) -> None:
-    response = await call(env.mw(setter(user="ada"), status=status))
+    response = await fetch(env.mw(setter(user="ada"), status=status))
     assert response.status_code == status
     assert env.store.calls == {}
     assert set_cookies(response) == []
@@ -618,22 +548,22 @@ async def test_server_error_keeps_the_stored_session(env: Env, status: int) -> N
         session["user"] = "mallory"
         session.cycle_id()
 
-    response = await call(env.mw(action, status=status), f"id={signed(sid)}")
+    response = await fetch(env.mw(action, status=status), f"id={signed(sid)}")
     assert response.status_code == status
     assert env.store.calls == {"load": 1}
     assert set_cookies(response) == []
     assert await env.item(sid) == before
 
-    response = await call(env.mw(lambda s, _: s.flush(), status=status), f"id={signed(sid)}")
+    response = await fetch(env.mw(lambda s, _: s.flush(), status=status), f"id={signed(sid)}")
     assert set_cookies(response) == []
     assert await env.item(sid) == before
 
 
 @pytest.mark.parametrize("status", [302, 404, 499])
 async def test_non_server_error_responses_still_save(env: Env, status: int) -> None:
-    response = await call(env.mw(setter(user="ada"), status=status))
+    response = await fetch(env.mw(setter(user="ada"), status=status))
     assert response.status_code == status
-    assert payload(await env.item(cookie_id(response)) or {}) == {"user": "ada"}
+    assert plain_data_of(await env.item(cookie_id(response)) or {}) == {"user": "ada"}
 
 
 # --- 8. expired items are never returned ------------------------------------------------------
@@ -648,7 +578,7 @@ async def test_item_expired_in_the_table_is_never_returned(env: Env, age: int) -
     def action(session: Session, scope: dict[str, Any]) -> None:
         seen.append((session.id, dict(session)))
 
-    response = await call(env.mw(action), f"id={signed(sid)}")
+    response = await fetch(env.mw(action), f"id={signed(sid)}")
     assert seen == [(None, {})]
     assert env.store.calls == {"load": 1}
     assert set_cookies(response) == []
@@ -657,7 +587,7 @@ async def test_item_expired_in_the_table_is_never_returned(env: Env, age: int) -
     # A live item written the same way is returned (the raw layout is the store's).
     await env.put_raw(sid, {"user": "ada"}, int(env.clock.now) + 60)
     seen.clear()
-    await call(env.mw(action), f"id={signed(sid)}")
+    await fetch(env.mw(action), f"id={signed(sid)}")
     assert seen == [(sid, {"user": "ada"})]
 
 
@@ -666,7 +596,7 @@ async def test_item_expired_in_the_table_is_never_returned(env: Env, age: int) -
 
 async def test_on_inactivity_sets_max_age_and_item_expiry(env: Env) -> None:
     policy = OnInactivity(timedelta(hours=2))
-    response = await call(env.mw(setter(user="ada"), expiry=policy))
+    response = await fetch(env.mw(setter(user="ada"), expiry=policy))
     (header,) = set_cookies(response)
     now = env.clock.now
     match = re.fullmatch(
@@ -684,7 +614,7 @@ async def test_on_inactivity_sets_max_age_and_item_expiry(env: Env) -> None:
     # A change 30 minutes later slides both the cookie and the item.
     env.clock.advance(1800)
     env.store.calls.clear()
-    response = await call(env.mw(setter(n=1), expiry=policy), f"id={signed(sid)}")
+    response = await fetch(env.mw(setter(n=1), expiry=policy), f"id={signed(sid)}")
     assert env.store.calls == {"load": 1, "save": 1}
     assert set_cookies(response) == [
         f"id={signed(sid)}; Path=/; Max-Age=7200; Expires={http_date(env.clock.now + 7200)}{FLAGS}"
@@ -701,7 +631,7 @@ async def test_on_inactivity_read_only_refresh_is_throttled(env: Env) -> None:
     read = env.mw(lambda s, _: s.get("user"), expiry=policy)
 
     env.clock.advance(60)  # well under a tenth of the window: nothing to refresh
-    response = await call(read, f"id={signed(sid)}")
+    response = await fetch(read, f"id={signed(sid)}")
     assert env.store.calls == {"load": 1}
     assert set_cookies(response) == []
     item = await env.item(sid)
@@ -709,7 +639,7 @@ async def test_on_inactivity_read_only_refresh_is_throttled(env: Env) -> None:
 
     env.clock.advance(13 * 60)  # past a tenth of the window: one expiry-only refresh
     env.store.calls.clear()
-    response = await call(read, f"id={signed(sid)}")
+    response = await fetch(read, f"id={signed(sid)}")
     assert env.store.calls == {"load": 1, "touch": 1}
     now = env.clock.now
     assert set_cookies(response) == [
@@ -719,7 +649,7 @@ async def test_on_inactivity_read_only_refresh_is_throttled(env: Env) -> None:
     assert item is not None
     assert item["expire_at"] == {"N": str(int(now) + 7200)}
     assert item["version"] == {"N": "1"}
-    assert payload(item) == {"user": "ada"}
+    assert plain_data_of(item) == {"user": "ada"}
 
 
 async def test_touch_after_sets_the_refresh_threshold(env: Env) -> None:
@@ -727,11 +657,11 @@ async def test_touch_after_sets_the_refresh_threshold(env: Env) -> None:
     sid = await env.start({"user": "ada"}, expiry=policy)
     read = env.mw(lambda s, _: s.get("user"), expiry=policy, touch_after=timedelta(minutes=30))
     env.clock.advance(20 * 60)
-    response = await call(read, f"id={signed(sid)}")
+    response = await fetch(read, f"id={signed(sid)}")
     assert env.store.calls == {"load": 1}
     assert set_cookies(response) == []
     env.clock.advance(11 * 60)
-    response = await call(read, f"id={signed(sid)}")
+    response = await fetch(read, f"id={signed(sid)}")
     assert env.store.calls == {"load": 2, "touch": 1}
     assert len(set_cookies(response)) == 1
 
@@ -741,14 +671,14 @@ async def test_on_inactivity_session_ends_after_the_idle_window(env: Env) -> Non
     sid = await env.start({"user": "ada"}, expiry=policy)
     env.clock.advance(7200)
     seen: list[Any] = []
-    await call(env.mw(lambda s, _: seen.append(s.id), expiry=policy), f"id={signed(sid)}")
+    await fetch(env.mw(lambda s, _: seen.append(s.id), expiry=policy), f"id={signed(sid)}")
     assert seen == [None]
 
 
 async def test_at_datetime_sets_cookie_and_item_expiry_to_the_moment(env: Env) -> None:
     at = datetime.fromtimestamp(env.clock.now + 3 * 86400, timezone.utc)
     policy = AtDateTime(at)
-    response = await call(env.mw(setter(user="ada"), expiry=policy))
+    response = await fetch(env.mw(setter(user="ada"), expiry=policy))
     (header,) = set_cookies(response)
     match = re.fullmatch(
         r"id=([A-Za-z0-9_-]{43})\.[A-Za-z0-9_-]{43}; Path=/; "
@@ -762,7 +692,7 @@ async def test_at_datetime_sets_cookie_and_item_expiry_to_the_moment(env: Env) -
 
     # A day later: a change keeps the fixed end; Max-Age counts down to it.
     env.clock.advance(86400)
-    response = await call(env.mw(setter(n=1), expiry=policy), f"id={signed(sid)}")
+    response = await fetch(env.mw(setter(n=1), expiry=policy), f"id={signed(sid)}")
     assert set_cookies(response) == [
         f"id={signed(sid)}; Path=/; Max-Age=172800; Expires={http_date(at.timestamp())}{FLAGS}"
     ]
@@ -771,18 +701,18 @@ async def test_at_datetime_sets_cookie_and_item_expiry_to_the_moment(env: Env) -
 
     # Reading never refreshes a fixed end; after the moment the session is gone.
     env.store.calls.clear()
-    response = await call(env.mw(lambda s, _: s.get("user"), expiry=policy), f"id={signed(sid)}")
+    response = await fetch(env.mw(lambda s, _: s.get("user"), expiry=policy), f"id={signed(sid)}")
     assert env.store.calls == {"load": 1}
     assert set_cookies(response) == []
     env.clock.advance(2 * 86400)
     seen: list[Any] = []
-    await call(env.mw(lambda s, _: seen.append(s.id), expiry=policy), f"id={signed(sid)}")
+    await fetch(env.mw(lambda s, _: seen.append(s.id), expiry=policy), f"id={signed(sid)}")
     assert seen == [None]
 
 
 async def test_at_datetime_in_another_timezone(env: Env) -> None:
     at = datetime.fromtimestamp(env.clock.now + 3600, timezone(timedelta(hours=-5)))
-    response = await call(env.mw(setter(user="ada"), expiry=AtDateTime(at)))
+    response = await fetch(env.mw(setter(user="ada"), expiry=AtDateTime(at)))
     (header,) = set_cookies(response)
     assert f"; Max-Age=3600; Expires={http_date(env.clock.now + 3600)};" in header
 
@@ -792,7 +722,7 @@ async def test_per_session_expiry_is_remembered_by_later_requests(env: Env) -> N
         session["user"] = "ada"
         session.set_expiry(OnInactivity(timedelta(hours=1)))
 
-    response = await call(env.mw(login))  # the middleware's policy is OnSessionEnd
+    response = await fetch(env.mw(login))  # the middleware's policy is OnSessionEnd
     (header,) = set_cookies(response)
     sid = header.split("=", 1)[1].split(".", 1)[0]
     assert header == (
@@ -808,7 +738,7 @@ async def test_per_session_expiry_is_remembered_by_later_requests(env: Env) -> N
         seen.append((session.expiry, session.expiry_date))
         session["n"] = 1
 
-    response = await call(env.mw(later), f"id={signed(sid)}")
+    response = await fetch(env.mw(later), f"id={signed(sid)}")
     now = env.clock.now
     assert seen == [
         (OnInactivity(timedelta(hours=1)), datetime.fromtimestamp(now + 3600, timezone.utc))
@@ -821,12 +751,12 @@ async def test_per_session_expiry_is_remembered_by_later_requests(env: Env) -> N
 
     # Back to the middleware's policy: a browser-session cookie, the item kept two weeks.
     env.clock.advance(600)
-    response = await call(env.mw(lambda s, _: s.set_expiry(None)), f"id={signed(sid)}")
+    response = await fetch(env.mw(lambda s, _: s.set_expiry(None)), f"id={signed(sid)}")
     assert set_cookies(response) == [f"id={signed(sid)}; Path=/{FLAGS}"]
     item = await env.item(sid)
     assert item is not None and item["expire_at"] == {"N": str(int(env.clock.now) + TWO_WEEKS)}
     seen.clear()
-    await call(env.mw(later), f"id={signed(sid)}")
+    await fetch(env.mw(later), f"id={signed(sid)}")
     assert seen == [(None, datetime.fromtimestamp(env.clock.now + TWO_WEEKS, timezone.utc))]
 
 
@@ -837,7 +767,7 @@ async def test_per_session_at_datetime_overrides_the_middleware_policy(env: Env)
         session["user"] = "ada"
         session.set_expiry(AtDateTime(at))
 
-    response = await call(env.mw(action, expiry=OnInactivity(timedelta(minutes=5))))
+    response = await fetch(env.mw(action, expiry=OnInactivity(timedelta(minutes=5))))
     (header,) = set_cookies(response)
     assert f"; Max-Age=7200; Expires={http_date(at.timestamp())};" in header
     sid = header.split("=", 1)[1].split(".", 1)[0]
@@ -846,7 +776,7 @@ async def test_per_session_at_datetime_overrides_the_middleware_policy(env: Env)
     # Still alive after the middleware's 5-minute window: the session's own policy applies.
     env.clock.advance(3600)
     seen: list[Any] = []
-    await call(
+    await fetch(
         env.mw(lambda s, _: seen.append(s.get("user")), expiry=OnInactivity(timedelta(minutes=5))),
         f"id={signed(sid)}",
     )
@@ -856,7 +786,7 @@ async def test_per_session_at_datetime_overrides_the_middleware_policy(env: Env)
 async def test_on_session_end_is_the_default(env: Env) -> None:
     for expiry in (None, OnSessionEnd()):
         kwargs = {} if expiry is None else {"expiry": expiry}
-        response = await call(env.mw(setter(user="ada"), **kwargs))
+        response = await fetch(env.mw(setter(user="ada"), **kwargs))
         sid = cookie_id(response)  # the pattern has no Max-Age/Expires
         item = await env.item(sid)
         assert item is not None and item["expire_at"] == {"N": str(int(env.clock.now) + TWO_WEEKS)}

@@ -3,20 +3,29 @@ and MemoryStore parity with DynamoDBStore on the basics (same scenarios, both st
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
-from aiobotocore.session import get_session as aio_session
-from support import SECRET, Clock, CountingStore, client_for, middleware, read_item, scan_all
+from support import (
+    EXPIRED_COOKIE,
+    Clock,
+    CountingStore,
+    app_doing,
+    at,
+    fetch,
+    key_of,
+    middleware,
+    plain_data_of,
+    read_item,
+    scan_all,
+    signed,
+)
 
 from asgi_dynamo_session import (
     DynamoDBStore,
@@ -34,25 +43,6 @@ from asgi_dynamo_session import (
 
 TWO_WEEKS = 14 * 24 * 3600
 FLAGS = "; Path=/; HttpOnly; Secure; SameSite=Lax"
-EXPIRED = (
-    "id=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; Secure; SameSite=Lax"
-)
-
-
-def b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def signed(sid: str) -> str:
-    return f"{sid}.{b64(hmac.new(SECRET.encode(), sid.encode(), hashlib.sha256).digest())}"
-
-
-def key_of(sid: str) -> dict[str, Any]:
-    return {"session_id": {"S": "SESSIONS::TOWER::" + b64(hashlib.sha256(sid.encode()).digest())}}
-
-
-def at(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc)
 
 
 # --- Session on its own -----------------------------------------------------------------------
@@ -157,57 +147,16 @@ def test_get_session() -> None:
 # --- stores: DynamoDB and in-memory side by side ----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-async def raw(dynamodb_server: Any) -> AsyncIterator[Any]:
-    async with aio_session().create_client(
-        "dynamodb", endpoint_url=dynamodb_server.endpoint_url, region_name="us-east-1"
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def dstore(raw: Any, table_name: str, clock: Clock) -> AsyncIterator[DynamoDBStore]:
-    store = DynamoDBStore(raw, DynamoDBStoreProps(table_name=table_name), clock=clock)
-    await store.create_table()
-    yield store
-    await store.close()
-    await raw.delete_table(TableName=table_name)
-
-
 @pytest.fixture(params=["dynamodb", "memory"])
-async def any_store(
-    request: pytest.FixtureRequest, clock: Clock, raw: Any, table_name: str
-) -> AsyncIterator[Any]:
+def any_store(request: pytest.FixtureRequest, clock: Clock) -> Any:
+    """`dstore`, or a MemoryStore on the same clock."""
     if request.param == "memory":
-        yield MemoryStore(clock=clock)
-        return
-    store = DynamoDBStore(raw, DynamoDBStoreProps(table_name=table_name), clock=clock)
-    await store.create_table()
-    yield store
-    await store.close()
-    await raw.delete_table(TableName=table_name)
-
-
-def app_doing(action: Callable[[Session], Any]) -> Any:
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        result = action(scope["session"])
-        if result is not None and hasattr(result, "__await__"):
-            await result
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    return app
+        return MemoryStore(clock=clock)
+    return request.getfixturevalue("dstore")
 
 
 async def request(app: Any, sid: str | None = None) -> httpx.Response:
-    headers = {} if sid is None else {"cookie": f"id={signed(sid)}"}
-    async with client_for(app) as client:
-        return await client.get("/", headers=headers)
+    return await fetch(app, None if sid is None else f"id={signed(sid)}")
 
 
 def new_sid(response: httpx.Response) -> str:
@@ -262,7 +211,7 @@ async def test_parity_change_clear_and_expiry(any_store: Any, clock: Clock) -> N
     assert await h.read(sid) == (sid, {"user": "ada", "n": 1})
 
     response = await request(h.app(lambda s: s.clear()), sid)
-    assert response.headers.get_list("set-cookie") == [EXPIRED]
+    assert response.headers.get_list("set-cookie") == [EXPIRED_COOKIE]
     assert await h.read(sid) == (None, {})
     assert await any_store.load(sid) is None
 
@@ -346,14 +295,6 @@ async def stored(raw: Any, dstore: DynamoDBStore, sid: str) -> dict[str, Any] | 
     return await read_item(raw, dstore.props.table_name, key_of(sid))
 
 
-def data_of(item: dict[str, Any] | None) -> dict[str, Any]:
-    assert item is not None
-    payload = item["data"]["B"]
-    assert payload[0] == 0x01
-    result: dict[str, Any] = msgspec.msgpack.decode(payload[1:])
-    return result
-
-
 async def test_nested_mutation_is_detected_and_saved(
     h: Harness, raw: Any, dstore: DynamoDBStore
 ) -> None:
@@ -370,7 +311,7 @@ async def test_nested_mutation_is_detected_and_saved(
     assert h.store.calls == {"load": 1, "save": 1}
     assert response.headers.get_list("set-cookie") == [f"id={signed(sid)}{FLAGS}"]
     item = await stored(raw, dstore, sid)
-    assert data_of(item) == {"cart": {"items": [1, 2]}, "user": "ada"}
+    assert plain_data_of(item) == {"cart": {"items": [1, 2]}, "user": "ada"}
     assert item is not None and item["version"] == {"N": "2"}
 
 
@@ -428,7 +369,7 @@ async def test_cycle_id_moves_the_data_to_a_new_id(
     assert new != sid
     assert await stored(raw, dstore, sid) is None
     item = await stored(raw, dstore, new)
-    assert data_of(item) == {"user": "ada", "cart": [1]}
+    assert plain_data_of(item) == {"user": "ada", "cart": [1]}
     assert item is not None
     assert item["created_at"] == created  # the session's age survives the new id
     assert item["expire_at"] == {"N": str(int(h.clock.now) + TWO_WEEKS)}
@@ -443,7 +384,7 @@ async def test_cycle_id_keeps_unchanged_data(h: Harness, raw: Any, dstore: Dynam
     new = new_sid(await request(h.app(lambda s: s.cycle_id()), sid))
     assert new != sid
     assert await stored(raw, dstore, sid) is None
-    assert data_of(await stored(raw, dstore, new)) == {"user": "ada"}
+    assert plain_data_of(await stored(raw, dstore, new)) == {"user": "ada"}
 
 
 async def test_cycle_id_of_a_new_session_just_creates(
@@ -455,7 +396,7 @@ async def test_cycle_id_of_a_new_session_just_creates(
 
     sid = new_sid(await request(h.app(action)))
     assert h.store.calls == {"create": 1}
-    assert data_of(await stored(raw, dstore, sid)) == {"user": "ada"}
+    assert plain_data_of(await stored(raw, dstore, sid)) == {"user": "ada"}
 
 
 async def test_explicit_save_persists_before_the_response(
@@ -467,7 +408,7 @@ async def test_explicit_save_persists_before_the_response(
         session["user"] = "ada"
         await session.save()
         during.append((session.id, dict(h.store.calls)))
-        during.append(data_of(await stored(raw, dstore, session.id or "")))
+        during.append(plain_data_of(await stored(raw, dstore, session.id or "")))
 
     response = await request(h.app(action))
     sid = new_sid(response)  # the id created by save() still reaches the browser
@@ -487,7 +428,7 @@ async def test_explicit_save_then_more_changes(h: Harness, raw: Any, dstore: Dyn
     assert h.store.calls == {"load": 1, "save": 2}
     assert response.headers.get_list("set-cookie") == [f"id={signed(sid)}{FLAGS}"]
     item = await stored(raw, dstore, sid)
-    assert data_of(item) == {"n": 2}
+    assert plain_data_of(item) == {"n": 2}
     assert item is not None and item["version"] == {"N": "3"}
 
 

@@ -19,7 +19,20 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 from botocore.exceptions import ClientError
-from support import TRANSPORTS, Clock, client_for, dynamo_store, middleware, read_item, scan_all
+from support import (
+    LOGGER,
+    T0,
+    Clock,
+    assert_no_leaks,
+    call,
+    cookie_of,
+    data_of,
+    dynamo_store,
+    item_of,
+    middleware,
+    read_item,
+    scan_all,
+)
 
 from asgi_dynamo_session import (
     DynamoDBStore,
@@ -31,8 +44,8 @@ from asgi_dynamo_session import (
 )
 from asgi_dynamo_session.dynamodb import DYNAMODB_ITEM_LIMIT, item_size
 
-LOGGER = "asgi_dynamo_session"
-T0 = 1_800_000_000
+pytestmark = pytest.mark.usefixtures("library_logs")
+
 TWO_WEEKS = 14 * 24 * 3600  # OnSessionEnd keeps the item this long
 SMALL = 2000
 MOTO_LIMIT = (
@@ -66,27 +79,6 @@ async def app(scope: dict[str, Any], receive: Any, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def call(mw: Any, path: str, cookie: str | None = None) -> httpx.Response:
-    headers = {"cookie": f"id={cookie}"} if cookie is not None else {}
-    async with client_for(mw) as client:
-        return await client.get(path, headers=headers)
-
-
-def cookie_of(response: httpx.Response) -> str:
-    (header,) = response.headers.get_list("set-cookie")
-    value = header.split(";", 1)[0].removeprefix("id=")
-    assert value, header
-    return value
-
-
-def sid(cookie: str) -> str:
-    return cookie.split(".", 1)[0]
-
-
-def data_of(item: dict[str, Any]) -> dict[str, Any]:
-    return codec.unpack(codec.decode(item["data"]["B"]))
-
-
 def assert_too_large(response: httpx.Response) -> None:
     assert response.status_code == 500
     assert response.content == b"Session too large\n"
@@ -100,20 +92,7 @@ def assert_logged_sizes(caplog: pytest.LogCaptureFixture, size: int, limit: int,
     assert any(
         f"{size} bytes" in r.getMessage() and f"{limit}-byte" in r.getMessage() for r in ours
     ), [r.getMessage() for r in ours]
-    leaks = {part for c in cookies for part in (c, *c.split("."))}
-    for record in caplog.records:
-        text = record.getMessage() + (record.exc_text or "")
-        assert not any(leak in text for leak in leaks), text
-
-
-@pytest.fixture(autouse=True)
-def _logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(float(T0))
+    assert_no_leaks(caplog, *cookies)
 
 
 class Sizer:
@@ -150,15 +129,6 @@ async def sizer(endpoint: str, table: str, compress_above: int | None) -> AsyncI
         endpoint, table, create=False, max_item_size=1, compress_above=compress_above
     ) as probe:
         yield Sizer(probe)
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-async def stored(client: Any, store: DynamoDBStore, cookie: str) -> dict[str, Any] | None:
-    return await read_item(client, store.props.table_name, store.key(sid(cookie)))
 
 
 # -- item_size ---------------------------------------------------------------------------------
@@ -289,7 +259,7 @@ async def test_just_under_and_just_over_the_limit(
         response = await call(mw, f"/fill?kind=text&n={n}")
         assert response.status_code == 200
         cookie = cookie_of(response)
-        before = await stored(dynamodb_client, store, cookie)
+        before = await item_of(dynamodb_client, store, cookie)
         assert before is not None
         assert item_size(before) == SMALL
         assert data_of(before) == payload("text", n)
@@ -297,13 +267,13 @@ async def test_just_under_and_just_over_the_limit(
         # Growing it by one byte: 500, the stored session untouched.
         caplog.clear()
         assert_too_large(await call(mw, f"/fill?kind=text&n={n + 1}", cookie))
-        assert await stored(dynamodb_client, store, cookie) == before
+        assert await item_of(dynamodb_client, store, cookie) == before
         assert_logged_sizes(caplog, SMALL + 1, SMALL, cookie)
 
         # Just under is stored again.
         response = await call(mw, f"/fill?kind=text&n={n - 1}", cookie)
         assert response.status_code == 200
-        after = await stored(dynamodb_client, store, cookie)
+        after = await item_of(dynamodb_client, store, cookie)
         assert after is not None
         assert data_of(after) == payload("text", n - 1)
         assert after["version"] == {"N": "2"}
@@ -331,7 +301,7 @@ async def test_compression_makes_a_compressible_session_fit(
         response = await call(mw, "/fill?kind=text&n=20000")
         assert response.status_code == 200
         cookie = cookie_of(response)
-        item = await stored(dynamodb_client, squeezed, cookie)
+        item = await item_of(dynamodb_client, squeezed, cookie)
         assert item is not None
         assert item["data"]["B"][0] == codec.ZLIB  # flagged in the format byte
         assert item_size(item) <= SMALL
@@ -365,7 +335,7 @@ async def test_just_under_and_just_over_the_limit_when_compressed(
         response = await call(mw, f"/fill?kind=mixed&n={n}")
         assert response.status_code == 200
         cookie = cookie_of(response)
-        before = await stored(dynamodb_client, store, cookie)
+        before = await item_of(dynamodb_client, store, cookie)
         assert before is not None
         assert before["data"]["B"][0] == codec.ZLIB
         assert item_size(before) <= SMALL
@@ -373,7 +343,7 @@ async def test_just_under_and_just_over_the_limit_when_compressed(
 
         caplog.clear()
         assert_too_large(await call(mw, f"/fill?kind=mixed&n={n + 1}", cookie))
-        assert await stored(dynamodb_client, store, cookie) == before
+        assert await item_of(dynamodb_client, store, cookie) == before
         assert_logged_sizes(caplog, over, SMALL, cookie)
 
 
@@ -401,7 +371,7 @@ async def test_the_real_limit_refuses_one_byte_over_without_writing(
         # Compressible data far over 400 KB fits once compressed (the default threshold).
         response = await call(mw, "/fill?kind=text&n=1000000")
         assert response.status_code == 200
-        item = await stored(dynamodb_client, store, cookie_of(response))
+        item = await item_of(dynamodb_client, store, cookie_of(response))
         assert item is not None
         assert item["data"]["B"][0] == codec.ZLIB
         assert data_of(item) == payload("text", 1_000_000)
@@ -419,7 +389,7 @@ async def test_the_real_limit_stores_an_item_of_exactly_400_kb(
         mw = middleware(app, store, clock=clock)
         response = await call(mw, f"/fill?kind=random&n={n}")
         assert response.status_code == 200
-        item = await stored(dynamodb_client, store, cookie_of(response))
+        item = await item_of(dynamodb_client, store, cookie_of(response))
         assert item is not None
         assert item_size(item) == DYNAMODB_ITEM_LIMIT
         assert data_of(item) == payload("random", n)

@@ -3,18 +3,25 @@ expiry, maintenance. Items are checked with a plain aiobotocore get_item/scan.""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import secrets
 import zlib
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 import pytest
-from aiobotocore.session import get_session
-from support import TRANSPORTS, Clock, dynamo_store, read_item, scan_all
+from support import (
+    PK,
+    PREFIX,
+    Clock,
+    at,
+    dynamo_store,
+    hashed,
+    key_of,
+    plain_data_of,
+    read_item,
+    scan_all,
+)
 
 from asgi_dynamo_session import (
     DynamoDBStore,
@@ -26,49 +33,7 @@ from asgi_dynamo_session import (
     StoreError,
 )
 
-PK = "session_id"
-PREFIX = "SESSIONS::TOWER::"
-
-
-def hashed(sid: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(sid.encode()).digest()).rstrip(b"=").decode()
-
-
-def key_of(sid: str) -> dict[str, Any]:
-    return {PK: {"S": PREFIX + hashed(sid)}}
-
-
-def at(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc)
-
-
-def decoded(item: dict[str, Any]) -> dict[str, Any]:
-    raw = item["data"]["B"]
-    assert raw[0] == 0x01
-    data: dict[str, Any] = msgspec.msgpack.decode(raw[1:])
-    return data
-
-
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def raw(dynamodb_server: Any) -> AsyncIterator[Any]:
-    """A plain aiobotocore client shared by the module (stores borrow it; read-back uses it)."""
-    async with get_session().create_client(
-        "dynamodb", endpoint_url=dynamodb_server.endpoint_url, region_name="us-east-1"
-    ) as client:
-        yield client
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 class Maker:
@@ -135,7 +100,7 @@ async def test_create_writes_the_documented_item(
     assert stored[PK] == {"S": PREFIX + hashed(rec.id)}
     assert stored["expire_at"] == {"N": str(int(clock.now) + 3600)}
     assert stored["version"] == {"N": "1"}
-    assert decoded(stored) == {"user": "ada", "n": 1}
+    assert plain_data_of(stored) == {"user": "ada", "n": 1}
     assert rec.id not in str(stored)  # hashed at rest: the raw id is nowhere in the item
     assert isinstance(store, SessionStore)
 
@@ -162,7 +127,7 @@ async def test_prefix_and_suffix_on_the_partition_key(
     rec = record(clock, {"user": "ada"})
     await store.create(rec)
     stored = await read_item(raw, table_name, {"pk": {"S": f"app::{hashed(rec.id)}::v1"}})
-    assert stored is not None and decoded(stored) == {"user": "ada"}
+    assert stored is not None and plain_data_of(stored) == {"user": "ada"}
     assert [i["pk"]["S"] for i in await scan_all(raw, table_name)] == [f"app::{hashed(rec.id)}::v1"]
     loaded = await store.load(rec.id)
     assert loaded is not None and loaded.data == {"user": "ada"}
@@ -190,7 +155,7 @@ async def test_sort_key_table(make: Maker, raw: Any, table_name: str, clock: Clo
     }
     stored = await read_item(raw, props.table_name, key)
     assert stored is not None
-    assert decoded(stored) == {"user": "ada"}
+    assert plain_data_of(stored) == {"user": "ada"}
     assert stored["version"] == {"N": "1"}
 
     loaded = await store.load(rec.id)
@@ -198,7 +163,7 @@ async def test_sort_key_table(make: Maker, raw: Any, table_name: str, clock: Clo
     loaded.data["n"] = 2
     await store.save(loaded)
     stored = await read_item(raw, props.table_name, key)
-    assert stored is not None and decoded(stored) == {"user": "ada", "n": 2}
+    assert stored is not None and plain_data_of(stored) == {"user": "ada", "n": 2}
     assert await store.touch(rec.id, at(clock.now + 7200))
     stored = await read_item(raw, props.table_name, key)
     assert stored is not None and stored["expire_at"] == {"N": str(int(clock.now) + 7200)}
@@ -214,7 +179,7 @@ async def test_hash_ids_off_stores_the_raw_id(
     rec = record(clock, {"user": "ada"})
     await store.create(rec)
     stored = await read_item(raw, table_name, {PK: {"S": PREFIX + rec.id}})
-    assert stored is not None and decoded(stored) == {"user": "ada"}
+    assert stored is not None and plain_data_of(stored) == {"user": "ada"}
     assert await read_item(raw, table_name, key_of(rec.id)) is None
     loaded = await store.load(rec.id)
     assert loaded is not None and loaded.data == {"user": "ada"}
@@ -267,7 +232,7 @@ async def test_create_picks_a_fresh_id_when_the_id_is_taken(
     assert second.version == 1
     assert await item(raw, store, first.id) == before  # untouched
     stored = await item(raw, store, second.id)
-    assert stored is not None and decoded(stored) == {"owner": "second"}
+    assert stored is not None and plain_data_of(stored) == {"owner": "second"}
     assert len(await scan_all(raw, store.props.table_name)) == 2
 
 
@@ -281,7 +246,7 @@ async def test_create_may_reuse_the_id_of_an_expired_item(
     await store.create(new)
     assert new.id == old.id
     stored = await item(raw, store, old.id)
-    assert stored is not None and decoded(stored) == {"owner": "new"}
+    assert stored is not None and plain_data_of(stored) == {"owner": "new"}
     assert stored["version"] == {"N": "1"}
 
 
@@ -312,7 +277,7 @@ async def test_save_bumps_the_version_and_rewrites(
     assert rec.version == 2
     stored = await item(raw, store, rec.id)
     assert stored is not None
-    assert decoded(stored) == {"n": 2}
+    assert plain_data_of(stored) == {"n": 2}
     assert stored["version"] == {"N": "2"}
     assert stored["expire_at"] == {"N": str(int(clock.now) + 3600)}
 
@@ -386,7 +351,7 @@ async def test_save_of_an_item_without_a_version_attribute(
     await store.save(loaded)
     stored = await item(raw, store, sid)
     assert stored is not None
-    assert stored["version"] == {"N": "1"} and decoded(stored) == {"n": 2}
+    assert stored["version"] == {"N": "1"} and plain_data_of(stored) == {"n": 2}
     stale = Record(id=sid, data={"n": 3}, expiry_date=loaded.expiry_date, version=0)
     with pytest.raises(SessionConflict):
         await store.save(stale)
@@ -464,7 +429,7 @@ async def test_touch(store: DynamoDBStore, raw: Any, clock: Clock) -> None:
     stored = await item(raw, store, rec.id)
     assert stored is not None
     assert stored["expire_at"] == {"N": str(int(clock.now) + 3600)}
-    assert stored["version"] == {"N": "1"} and decoded(stored) == {"n": 1}
+    assert stored["version"] == {"N": "1"} and plain_data_of(stored) == {"n": 1}
     loaded = await store.load(rec.id)
     assert loaded is not None and loaded.expiry_date == at(clock.now + 3600)
 
@@ -642,7 +607,7 @@ async def test_store_owning_its_client(
         assert loaded is not None and loaded.data == {"n": 1}
     assert store.client is None  # closed with the store
     stored = await read_item(raw, table_name, key_of(rec.id))
-    assert stored is not None and decoded(stored) == {"n": 1}
+    assert stored is not None and plain_data_of(stored) == {"n": 1}
     await raw.delete_table(TableName=table_name)
 
 

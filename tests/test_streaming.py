@@ -12,17 +12,14 @@ import contextlib
 import json
 import logging
 import re
-import socket
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
-import uvicorn
 from litestar.response import Stream  # module level: Litestar resolves handler annotations here
-from support import SECRET, dynamo_store, read_item, scan_all
+from support import LOGGER, SECRET, WarningCollector, client_for, read_item, running, scan_all
 
 from asgi_dynamo_session import DynamoDBStore, Session, SessionMiddleware, get_session
 
@@ -119,46 +116,14 @@ def quart_app(store: DynamoDBStore) -> Any:
 APPS = {"raw": raw_app, "starlette": starlette_app, "litestar": litestar_app, "quart": quart_app}
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:  # the test runner keeps its signal handlers
-        yield
-
-
-@contextlib.asynccontextmanager
-async def running(app: Any) -> AsyncIterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = _Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert not task.done(), "uvicorn stopped during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 20)
-        sock.close()
-
-
 @contextlib.asynccontextmanager
 async def client_on(app: Any, via: str) -> AsyncIterator[httpx.AsyncClient]:
     if via == "http":
         async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
             yield client
     else:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        async with client_for(app) as client:
             yield client
-
-
-@pytest.fixture
-async def store(dynamodb_server: Any, table_name: str) -> AsyncIterator[DynamoDBStore]:
-    async with dynamo_store(dynamodb_server.endpoint_url, table_name) as store:
-        yield store
 
 
 async def get_streamed(client: httpx.AsyncClient, mode: str) -> tuple[httpx.Response, list[str]]:
@@ -168,21 +133,12 @@ async def get_streamed(client: httpx.AsyncClient, mode: str) -> tuple[httpx.Resp
     return response, text.splitlines()
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture
 def warnings_log() -> Iterator[list[str]]:
     """WARNING+ messages of the library's logger (a handler of its own: Litestar reconfigures
     the root logger, which would take pytest's caplog handler away)."""
-    logger = logging.getLogger("asgi_dynamo_session")
-    handler, level = _Collect(), logger.level
+    logger = logging.getLogger(LOGGER)
+    handler, level = WarningCollector(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,18 +17,23 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
-import uvicorn
 from litestar import WebSocket as LitestarWebSocket
 from starlette.websockets import WebSocket as StarletteWebSocket
 from starlette.websockets import WebSocketDisconnect
-from support import SECRET, dynamo_store, read_item, scan_all
+from support import (
+    LOGGER,
+    SECRET,
+    SESSION_COOKIE,
+    WarningCollector,
+    read_item,
+    running,
+    scan_all,
+    session_data,
+)
 from websockets.asyncio.client import connect
 
 from asgi_dynamo_session import DynamoDBStore, Session, SessionMiddleware, get_session
 
-COOKIE = re.compile(
-    r"^id=([A-Za-z0-9_-]{43})\.[A-Za-z0-9_-]{43}; Path=/; HttpOnly; Secure; SameSite=Lax$"
-)
 FRAMEWORKS = ["raw", "starlette", "litestar", "litestar-define", "quart"]
 WARNING = "after the response started"
 
@@ -201,38 +204,12 @@ def build(kind: str, store: DynamoDBStore) -> Any:
 # -- a real server ------------------------------------------------------------------------------
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:  # the test runner keeps its own signal handlers
-        yield
-
-
 @contextlib.asynccontextmanager
-async def running(app: Any, ws: str = "auto") -> AsyncIterator[tuple[str, str]]:
-    """`app` on uvicorn on a free loopback port; yields the http and ws base URLs."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", ws=ws)  # type: ignore[arg-type]
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert not task.done(), "uvicorn stopped during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 20)
-        sock.close()
-
-
-@pytest.fixture
-async def store(dynamodb_server: Any, table_name: str) -> AsyncIterator[DynamoDBStore]:
-    async with dynamo_store(dynamodb_server.endpoint_url, table_name) as store:
-        yield store
+async def serving(app: Any, ws: str = "auto") -> AsyncIterator[tuple[str, str]]:
+    """`app` on uvicorn (`support.running`) with websocket implementation `ws`; yields the http
+    and ws base URLs."""
+    async with running(app, ws=ws) as http:
+        yield http, "ws://" + http.removeprefix("http://")
 
 
 async def http_cookie(base: str) -> str:
@@ -241,11 +218,6 @@ async def http_cookie(base: str) -> str:
         reply = await client.get("/")
     assert reply.text == "count=1"
     return reply.headers["set-cookie"].split(";", 1)[0]
-
-
-async def data_of(store: DynamoDBStore, session_id: str) -> dict[str, Any] | None:
-    record = await store.load(session_id)
-    return None if record is None else record.data
 
 
 async def eventually(probe: Callable[[], Awaitable[Any]], expected: Any) -> Any:
@@ -267,7 +239,7 @@ def sid(cookie: str) -> str:
 async def test_loaded_on_connect_saved_during_and_at_disconnect(
     kind: str, store: DynamoDBStore
 ) -> None:
-    async with running(build(kind, store)) as (http, ws):
+    async with serving(build(kind, store)) as (http, ws):
         cookie = await http_cookie(http)
         session_id = sid(cookie)
         async with connect(f"{ws}/ws", additional_headers={"Cookie": cookie}) as conn:
@@ -277,13 +249,13 @@ async def test_loaded_on_connect_saved_during_and_at_disconnect(
 
             await conn.send("inc")
             assert await conn.recv() == "saved=2"
-            assert await data_of(store, session_id) == {"count": 2}  # saved while connected
+            assert await session_data(store, session_id) == {"count": 2}  # saved while connected
 
             await conn.send("put:hello")
             assert await conn.recv() == "ok"
-            assert await data_of(store, session_id) == {"count": 2}  # not yet
+            assert await session_data(store, session_id) == {"count": 2}  # not yet
         expected = {"count": 2, "note": "hello"}
-        assert await eventually(lambda: data_of(store, session_id), expected) == expected
+        assert await eventually(lambda: session_data(store, session_id), expected) == expected
 
         async with connect(f"{ws}/ws", additional_headers={"Cookie": cookie}) as conn:
             assert await conn.recv() == "count=2"  # same id, same item
@@ -293,17 +265,17 @@ async def test_loaded_on_connect_saved_during_and_at_disconnect(
 async def test_new_session_sets_its_cookie_in_the_handshake(
     kind: str, store: DynamoDBStore
 ) -> None:
-    async with running(build(kind, store)) as (http, ws):
+    async with serving(build(kind, store)) as (http, ws):
         async with connect(f"{ws}/ws?new=hi") as conn:
             assert conn.response is not None
             [header] = conn.response.headers.get_all("Set-Cookie")
-            found = COOKIE.match(header)
+            found = SESSION_COOKIE.match(header)
             assert found, header
             assert await conn.recv() == "count=0"
-            assert await data_of(store, found.group(1)) == {"ws": "hi"}  # stored at accept
+            assert await session_data(store, found.group(1)) == {"ws": "hi"}  # stored at accept
             await conn.send("inc")
             assert await conn.recv() == "saved=1"
-        assert await data_of(store, found.group(1)) == {"ws": "hi", "count": 1}
+        assert await session_data(store, found.group(1)) == {"ws": "hi", "count": 1}
 
         # The cookie from the handshake works over HTTP too.
         async with httpx.AsyncClient(base_url=http) as client:
@@ -316,19 +288,19 @@ async def test_new_session_sets_its_cookie_in_the_handshake(
 async def test_cycled_session_sets_the_new_cookie_in_the_handshake(
     kind: str, store: DynamoDBStore, dynamodb_client: Any
 ) -> None:
-    async with running(build(kind, store)) as (http, ws):
+    async with serving(build(kind, store)) as (http, ws):
         cookie = await http_cookie(http)
         old = sid(cookie)
         async with connect(f"{ws}/ws?cycle=1", additional_headers={"Cookie": cookie}) as conn:
             assert conn.response is not None
             [header] = conn.response.headers.get_all("Set-Cookie")
-            found = COOKIE.match(header)
+            found = SESSION_COOKIE.match(header)
             assert found, header
             assert found.group(1) != old
             assert await conn.recv() == "count=1"
         key = store.key(old)
         assert await read_item(dynamodb_client, store.props.table_name, key) is None
-        assert await data_of(store, found.group(1)) == {"count": 1}
+        assert await session_data(store, found.group(1)) == {"count": 1}
 
 
 @pytest.mark.parametrize("ws_impl", ["websockets-sansio", "wsproto"])
@@ -336,32 +308,23 @@ async def test_handshake_cookie_with_each_uvicorn_websocket_implementation(
     ws_impl: str, store: DynamoDBStore
 ) -> None:
     async with (
-        running(build("raw", store), ws=ws_impl) as (_http, ws),
+        serving(build("raw", store), ws=ws_impl) as (_http, ws),
         connect(f"{ws}/ws?new=impl") as conn,
     ):
         assert conn.response is not None
         [header] = conn.response.headers.get_all("Set-Cookie")
-        assert COOKIE.match(header), header
+        assert SESSION_COOKIE.match(header), header
         assert await conn.recv() == "count=0"
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
 
 
 async def test_new_session_after_accept_is_saved_but_warns(
     store: DynamoDBStore, dynamodb_client: Any
 ) -> None:
     # A handler of our own: Litestar (used by other tests) reconfigures the root logger.
-    logger, collect = logging.getLogger("asgi_dynamo_session"), _Collect()
+    logger, collect = logging.getLogger(LOGGER), WarningCollector()
     logger.addHandler(collect)
     try:
-        async with running(build("raw", store)) as (_http, ws):
+        async with serving(build("raw", store)) as (_http, ws):
             async with connect(f"{ws}/ws") as conn:
                 assert conn.response is not None
                 assert conn.response.headers.get_all("Set-Cookie") == []
