@@ -38,6 +38,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
+import aiohttp
+from aiohttp import web
+
 Mode = Literal["forward", "refuse", "reset", "stall"]
 
 MAX_HEAD = 64 * 1024
@@ -429,3 +432,71 @@ class FaultProxy:
             return
         # The server closed its side: close ours to the client too.
         conn.client_w.close()
+
+
+class HttpFaultProxy:
+    """A loopback HTTP proxy that answers DynamoDB errors `failures` times, then forwards.
+
+    Modes: "throttle" (400 ThrottlingException), "500", "stall" (no answer until stopped).
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.mode = "forward"
+        self.failures = 0
+        self.requests = 0
+        self.release = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._client: aiohttp.ClientSession | None = None
+        self.endpoint_url = ""
+
+    def fail(self, mode: str, times: int) -> None:
+        self.mode, self.failures, self.requests = mode, times, 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.endpoint_url = f"http://127.0.0.1:{port}"
+        self._client = aiohttp.ClientSession()
+
+    async def stop(self) -> None:
+        self.release.set()
+        if self._client is not None:
+            await self._client.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        body = await request.read()
+        if self.failures > 0:
+            self.failures -= 1
+            if self.mode == "throttle":
+                return web.Response(
+                    status=400,
+                    content_type="application/x-amz-json-1.0",
+                    text='{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException",'
+                    '"message":"Rate of requests exceeds the allowed throughput."}',
+                )
+            if self.mode == "500":
+                return web.Response(status=500, text="internal error")
+            if self.mode == "stall":
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.release.wait(), 10)
+                return web.Response(status=500)
+            raise AssertionError(self.mode)
+        assert self._client is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with self._client.post(self.upstream, data=body, headers=headers) as upstream:
+            data = await upstream.read()
+            forwarded = {
+                k: v
+                for k, v in upstream.headers.items()
+                if k.lower() in ("content-type", "x-amz-crc32", "x-amzn-requestid")
+            }
+            return web.Response(status=upstream.status, body=data, headers=forwarded)

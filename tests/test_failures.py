@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from netfault import HttpFaultProxy
 from support import (
     LOGGER,
     TRANSPORTS,
@@ -295,3 +296,57 @@ async def test_a_failed_create_stores_nothing(
         await fault_proxy.forward()
         assert await scan_all(dynamodb_client, table_name) == []
         assert_logged(caplog, "save failed")
+
+
+# -- throttling and 5xx answers, after the store's retries --------------------------------------
+
+
+@pytest.fixture
+async def http_faults(dynamodb_server: Any) -> AsyncIterator[HttpFaultProxy]:
+    proxy = HttpFaultProxy(dynamodb_server.endpoint_url)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", ["throttle", "500"])
+async def test_throttling_or_5xx_after_retries_answers_503_on_load_and_on_save(
+    http_faults: HttpFaultProxy,
+    dynamodb_client: Any,
+    table_name: str,
+    transport: str,
+    mode: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App()
+    async with dynamo_store(
+        http_faults.endpoint_url, table_name, transport=transport, max_attempts=2
+    ) as store:
+        mw = middleware(app, store)
+        cookie = cookie_of(await call(mw, "/set?user=u1"))
+        before = await item_of(dynamodb_client, store, cookie)
+        app.calls = 0
+
+        # Fewer failures than attempts: the retry hides them.
+        http_faults.fail(mode, 1)
+        response = await call(mw, "/read", cookie)
+        assert response.status_code == 200
+        assert http_faults.requests == 2
+
+        # As many failures as attempts on the load: 503, the app is not called.
+        http_faults.fail(mode, 2)
+        assert_unavailable(await call(mw, "/read", cookie))
+        assert app.calls == 1
+        assert http_faults.requests == 2
+        assert_logged(caplog, "load failed", cookie)
+
+        # The load goes through, the save fails twice: 503 and the stored item is unchanged.
+        async def fail_the_save() -> None:
+            http_faults.fail(mode, 2)
+
+        app.fault = fail_the_save
+        assert_unavailable(await call(mw, "/set?user=u2", cookie))
+        app.fault = None
+        assert await item_of(dynamodb_client, store, cookie) == before
+        assert_logged(caplog, "save failed", cookie)

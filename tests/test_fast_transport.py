@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import os
 import random
@@ -15,13 +14,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from uuid import uuid4
 
-import aiohttp
 import botocore.auth
 import pytest
 from aiobotocore.session import get_session
-from aiohttp import web
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
+from netfault import HttpFaultProxy
 from support import free_port
 
 from asgi_dynamo_session._fast import FastTransport
@@ -367,80 +365,15 @@ async def test_from_aiobotocore_client_and_credentials_per_request(
 # --- retries and timeouts through a misbehaving proxy ------------------------------------------
 
 
-class Proxy:
-    """A loopback HTTP proxy that misbehaves `failures` times, then forwards to the server."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.mode = "forward"
-        self.failures = 0
-        self.requests = 0
-        self.release = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._client: aiohttp.ClientSession | None = None
-        self.endpoint_url = ""
-
-    def fail(self, mode: str, times: int) -> None:
-        self.mode, self.failures, self.requests = mode, times, 0
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.endpoint_url = f"http://127.0.0.1:{port}"
-        self._client = aiohttp.ClientSession()
-
-    async def stop(self) -> None:
-        self.release.set()
-        if self._client is not None:
-            await self._client.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests += 1
-        body = await request.read()
-        if self.failures > 0:
-            self.failures -= 1
-            if self.mode == "throttle":
-                return web.Response(
-                    status=400,
-                    content_type="application/x-amz-json-1.0",
-                    text='{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException",'
-                    '"message":"Rate of requests exceeds the allowed throughput."}',
-                )
-            if self.mode == "500":
-                return web.Response(status=500, text="internal error")
-            if self.mode == "stall":
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.release.wait(), 10)
-                return web.Response(status=500)
-            raise AssertionError(self.mode)
-        assert self._client is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-        async with self._client.post(self.upstream, data=body, headers=headers) as upstream:
-            data = await upstream.read()
-            forwarded = {
-                k: v
-                for k, v in upstream.headers.items()
-                if k.lower() in ("content-type", "x-amz-crc32", "x-amzn-requestid")
-            }
-            return web.Response(status=upstream.status, body=data, headers=forwarded)
-
-
 @pytest.fixture
-async def proxy(server: tuple[str, str]) -> AsyncIterator[Proxy]:
-    p = Proxy(server[0])
+async def proxy(server: tuple[str, str]) -> AsyncIterator[HttpFaultProxy]:
+    p = HttpFaultProxy(server[0])
     await p.start()
     yield p
     await p.stop()
 
 
-def _via(proxy: Proxy, **opts: Any) -> FastTransport:
+def _via(proxy: HttpFaultProxy, **opts: Any) -> FastTransport:
     opts.setdefault("max_attempts", 3)
     return FastTransport(
         endpoint_url=proxy.endpoint_url,
@@ -452,7 +385,9 @@ def _via(proxy: Proxy, **opts: Any) -> FastTransport:
 
 
 @pytest.mark.parametrize("mode", ["throttle", "500"])
-async def test_retries_then_succeeds(proxy: Proxy, tables: tuple[str, str], mode: str) -> None:
+async def test_retries_then_succeeds(
+    proxy: HttpFaultProxy, tables: tuple[str, str], mode: str
+) -> None:
     t = _via(proxy, max_attempts=4)
     try:
         proxy.fail(mode, 3)
@@ -470,7 +405,7 @@ async def test_retries_then_succeeds(proxy: Proxy, tables: tuple[str, str], mode
 
 @pytest.mark.parametrize("mode", ["throttle", "500"])
 async def test_gives_up_after_max_attempts(
-    proxy: Proxy, tables: tuple[str, str], mode: str
+    proxy: HttpFaultProxy, tables: tuple[str, str], mode: str
 ) -> None:
     t = _via(proxy, max_attempts=3)
     try:
@@ -484,7 +419,7 @@ async def test_gives_up_after_max_attempts(
 
 
 async def test_condition_and_validation_errors_are_not_retried(
-    proxy: Proxy, tables: tuple[str, str]
+    proxy: HttpFaultProxy, tables: tuple[str, str]
 ) -> None:
     t = _via(proxy, max_attempts=5)
     try:
@@ -504,7 +439,9 @@ async def test_condition_and_validation_errors_are_not_retried(
         await t.close()
 
 
-async def test_read_timeout_is_retried_then_gives_up(proxy: Proxy, tables: tuple[str, str]) -> None:
+async def test_read_timeout_is_retried_then_gives_up(
+    proxy: HttpFaultProxy, tables: tuple[str, str]
+) -> None:
     t = _via(proxy, max_attempts=2, read_timeout=0.3, connect_timeout=1.0)
     try:
         proxy.fail("stall", 1)
