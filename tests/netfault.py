@@ -34,7 +34,7 @@ import contextlib
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
@@ -55,6 +55,7 @@ class RequestInfo:
     target: str
     operation: str | None  # the X-Amz-Target header, e.g. "DynamoDB_20120810.GetItem"
     size: int  # bytes on the wire, head and body
+    body: bytes = field(default=b"", repr=False)  # as sent (still chunk-framed if chunked)
 
     @property
     def action(self) -> str | None:
@@ -96,7 +97,8 @@ def parse_request(buf: bytes | bytearray) -> tuple[RequestInfo, int] | None:
         end = pos + length
         if len(buf) < end:
             return None
-    return RequestInfo(method, target, headers.get("x-amz-target"), end), end
+    body = bytes(buf[pos:end])
+    return RequestInfo(method, target, headers.get("x-amz-target"), end, body), end
 
 
 def _request_line(line: bytes) -> tuple[str, str]:

@@ -630,3 +630,24 @@ async def test_fractional_expiry_is_rounded_up_to_whole_seconds(
     await store.create(rec)
     stored = await item(raw, store, rec.id)
     assert stored is not None and stored["expire_at"] == {"N": str(int(clock.now) + 11)}
+
+
+@pytest.mark.parametrize("consistent", [True, False])
+async def test_loads_ask_for_the_configured_read_consistency_on_the_wire(
+    make: Maker, table_name: str, clock: Clock, fault_proxy: Any, transport: str, consistent: bool
+) -> None:
+    props = DynamoDBStoreProps(table_name=table_name, consistent_read=consistent)
+    store = await make(props)
+    rec = record(clock, {"n": 1})
+    await store.create(rec)
+    async with DynamoDBStore(
+        props=props,
+        endpoint_url=fault_proxy.endpoint_url,
+        region_name="us-east-1",
+        transport=transport,  # type: ignore[arg-type]
+        clock=clock,
+    ) as proxied:
+        loaded = await proxied.load(rec.id)
+    assert loaded is not None and loaded.data == {"n": 1}
+    (get,) = [info for info in fault_proxy.log if info.action == "GetItem"]
+    assert msgspec.json.decode(get.body)["ConsistentRead"] is consistent
