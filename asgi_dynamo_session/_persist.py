@@ -49,14 +49,15 @@ class Persister:
         self.absolute_timeout = absolute_timeout
         self.save_attempts = save_attempts
         self.clock = clock
-        self._refreshing = isinstance(store, RefreshingStore)
+        # Checked once: isinstance against a runtime-checkable protocol is slow.
+        self._refresher = store if isinstance(store, RefreshingStore) else None
 
     # -- loading ---------------------------------------------------------------------------
 
     def session(self, record: Record | None, key_index: int = 0) -> Session:
         """A Session for a loaded record (or a new empty one), wired to this persister."""
         if record is None:
-            return self.blank()
+            session = Session()
         else:
             session = Session(record.data)
             session._id = record.id
@@ -72,12 +73,6 @@ class Persister:
                     session._expiry = load_policy(record.policy)
                 except ValueError:
                     logger.warning("session %s has an unknown expiry policy", log_id(record.id))
-        session._owner = self
-        return session
-
-    def blank(self) -> Session:
-        """A new empty Session wired to this persister."""
-        session = Session()
         session._owner = self
         return session
 
@@ -196,8 +191,8 @@ class Persister:
     async def _cycle(self, session: Session, now: float) -> Cookie:
         old = session._id
         assert old is not None
-        if isinstance(self.store, RefreshingStore):
-            taken = await self.store.take(old)
+        if self._refresher is not None:
+            taken = await self._refresher.take(old)
         else:
             taken = await self.store.load(old) is not None
             await self.store.delete(old)
@@ -210,8 +205,8 @@ class Persister:
     async def _touch(self, session: Session, new_end: datetime) -> Cookie:
         session_id = session._id
         assert session_id is not None
-        if isinstance(self.store, RefreshingStore):
-            live = await self.store.touch(session_id, new_end)
+        if self._refresher is not None:
+            live = await self._refresher.touch(session_id, new_end)
             if not live:
                 return await self._gone(session, "expiry refresh")
             session._stored_expiry = new_end

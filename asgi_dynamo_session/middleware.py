@@ -103,7 +103,7 @@ class SessionMiddleware:
                 logger.error("session load failed, answering 503: %s", exc)
                 await self._answer(send, 503, b"Session store unavailable\n", retry=True)
                 return
-        else:
+        else:  # persister.session(None) and _attach, inline on the hot path
             session = Session()
             session._owner = self.persister
             if values is not None:

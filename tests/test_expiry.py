@@ -459,3 +459,47 @@ async def test_an_item_without_version_or_creation_time_gets_both_on_its_first_s
         response = await call(app, "/set?x=2", cookie)
     assert response.json() == {"x": "2"}  # a fresh session: the legacy data is gone
     assert cookie_of(response) != cookie
+
+
+class ProtocolOnlyStore:
+    """A user's store with just the four protocol methods (no touch, no take)."""
+
+    def __init__(self, inner: DynamoDBStore) -> None:
+        self.inner = inner
+
+    async def create(self, record: Any) -> None:
+        await self.inner.create(record)
+
+    async def save(self, record: Any) -> None:
+        await self.inner.save(record)
+
+    async def load(self, session_id: str) -> Any:
+        return await self.inner.load(session_id)
+
+    async def delete(self, session_id: str) -> None:
+        await self.inner.delete(session_id)
+
+
+async def test_a_store_without_touch_or_take_still_refreshes_and_cycles(
+    store: DynamoDBStore, dynamodb_client: Any, clock: Clock
+) -> None:
+    app = middleware(
+        make_app(),
+        ProtocolOnlyStore(store),
+        clock=clock,
+        expiry=OnInactivity(timedelta(hours=1)),
+        touch_after=timedelta(minutes=5),
+    )
+    cookie = cookie_of(await call(app, "/set?a=1"))
+    clock.advance(10 * 60)
+    response = await call(app, "/read", cookie)  # due: refreshed through a full save
+    assert cookie_of(response) == cookie
+    item = await item_of(dynamodb_client, store, cookie)
+    assert item is not None
+    assert item["expire_at"] == {"N": str(int(clock.now) + HOUR)}
+    assert item["version"] == {"N": "2"}
+
+    cycled = cookie_of(await call(app, "/cycle", cookie))
+    assert sid(cycled) != sid(cookie)
+    assert await item_of(dynamodb_client, store, cookie) is None
+    assert data_of(await item_of(dynamodb_client, store, cycled)) == {"a": "1"}
