@@ -1,4 +1,4 @@
-"""A lean `Transport` straight over HTTP: aiohttp keep-alive, msgspec JSON and a cached signer.
+"""A lean transport straight over HTTP: aiohttp keep-alive, msgspec JSON and a cached signer.
 
 It speaks the same six calls as `AioBotocoreTransport` with the same semantics, at a fraction of
 botocore's client CPU per call. Retries follow botocore's "standard" mode: throttling and

@@ -7,7 +7,7 @@ anything else, so the store logic never sees a transport's own exceptions.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -22,59 +22,6 @@ class ConditionFailed(Exception):
     def __init__(self, item: Item | None) -> None:
         super().__init__("condition check failed")
         self.item = item
-
-
-class Transport(Protocol):
-    """What the store needs from DynamoDB's data plane."""
-
-    async def get_item(self, table: str, key: Item, *, consistent: bool) -> Item | None: ...
-
-    async def put_item(
-        self,
-        table: str,
-        item: Item,
-        *,
-        condition: str | None = None,
-        names: dict[str, str] | None = None,
-        values: Item | None = None,
-    ) -> None: ...
-
-    async def update_item(
-        self,
-        table: str,
-        key: Item,
-        *,
-        update: str,
-        condition: str | None = None,
-        names: dict[str, str] | None = None,
-        values: Item | None = None,
-    ) -> None: ...
-
-    async def delete_item(
-        self,
-        table: str,
-        key: Item,
-        *,
-        condition: str | None = None,
-        names: dict[str, str] | None = None,
-        values: Item | None = None,
-    ) -> None: ...
-
-    async def batch_write(self, table: str, requests: list[Item]) -> list[Item]:
-        """Write up to 25 requests; returns those DynamoDB left unprocessed."""
-        ...
-
-    async def scan(
-        self,
-        table: str,
-        *,
-        projection: str | None = None,
-        names: dict[str, str] | None = None,
-        filter: str | None = None,
-        values: Item | None = None,
-        start_key: Item | None = None,
-        limit: int | None = None,
-    ) -> tuple[list[Item], Item | None]: ...
 
 
 def _expressions(
@@ -94,7 +41,8 @@ def _expressions(
 
 
 class RequestTransport:
-    """Builds the six requests once; a subclass only sends them (`_request`)."""
+    """What the store needs from DynamoDB's data plane: six calls, each request built here once;
+    a subclass only sends them (`_request`)."""
 
     async def _request(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         """Send one DynamoDB action; Binary values in the result come back as bytes."""

@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import codec
 from ._ids import hash_id, log_id, new_id
-from ._transport import AioBotocoreTransport, ConditionFailed, Item, Transport
+from ._transport import AioBotocoreTransport, ConditionFailed, Item, RequestTransport
 from .errors import SessionConflict, SessionTooLarge, StoreError
 from .record import Record
 from .store import Clock, epoch
@@ -135,7 +135,7 @@ class DynamoDBStore:
         self.max_item_size = max_item_size
         self.compress_above = compress_above
         self._clock = clock
-        self._wire: Transport | None = None
+        self._wire: RequestTransport | None = None
         self._stack: AsyncExitStack | None = None
         self._opening = asyncio.Lock()
         p = self.props
@@ -178,7 +178,7 @@ class DynamoDBStore:
                 raise
             self._stack = stack
 
-    async def _make_transport(self, stack: AsyncExitStack) -> Transport:
+    async def _make_transport(self, stack: AsyncExitStack) -> RequestTransport:
         fast = self._choice == "fast" or (self._choice == "auto" and self.owns_client)
         if not fast:
             return AioBotocoreTransport(self.client)
@@ -216,7 +216,7 @@ class DynamoDBStore:
     ) -> None:
         await self.close()
 
-    async def _transport(self) -> Transport:
+    async def _transport(self) -> RequestTransport:
         wire = self._wire
         if wire is None:
             await self.open()
@@ -458,7 +458,7 @@ class DynamoDBStore:
             if start is None:
                 return deleted
 
-    async def _batch_delete(self, wire: Transport, keys: list[Item], retries: int) -> None:
+    async def _batch_delete(self, wire: RequestTransport, keys: list[Item], retries: int) -> None:
         pending: list[Item] = [{"DeleteRequest": {"Key": key}} for key in keys]
         for attempt in range(retries + 1):
             pending = await wire.batch_write(self.props.table_name, pending)
