@@ -51,7 +51,7 @@ test: venv node
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy --strict asgi_dynamo_session
+	$(VENV)/bin/mypy --strict asgi_dynamo_session examples
 
 example: venv
 	$(PY) -m examples.serve $(APP) $(ARGS)

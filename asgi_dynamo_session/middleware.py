@@ -77,7 +77,9 @@ class SessionMiddleware:
         self.retry_after = str(retry_after).encode()
         self.clock = clock
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # Typed loosely on purpose: each framework has its own ASGI type aliases (Litestar's are
+    # TypedDicts), and this must type-check as middleware in all of them.
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind != "http":
             if kind == "websocket":
@@ -114,6 +116,7 @@ class SessionMiddleware:
                 state["session"] = session
         started = False
         replaced: list[bool] = []  # non-empty once a failure answer replaced the response
+        forward: Send = send
 
         # A plain function returning the awaitable to run: the untouched path adds no coroutine.
         def send_wrapper(message: Message) -> Awaitable[None]:
@@ -124,7 +127,7 @@ class SessionMiddleware:
             if kind == "http.response.start":
                 started = message["status"] < 500  # a 5xx saves nothing, not even late
                 if blank and not session._accessed and scope["session"] is session:
-                    return send(message)  # new and untouched: nothing to write or add
+                    return forward(message)  # new and untouched: nothing to write or add
                 blank = False
                 return self._start(scope, session, message, send, started, replaced)
             if (
@@ -134,7 +137,7 @@ class SessionMiddleware:
                 and not (blank and not session._accessed and scope.get("session") is session)
             ):
                 return self._finish(scope, session, message, send)
-            return send(message)
+            return forward(message)
 
         await self.app(scope, receive, send_wrapper)
 
