@@ -6,12 +6,12 @@ import asyncio
 import enum
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import codec
 from ._ids import log_id, new_id
+from .codec import DEFAULT, Codec
 from .errors import SessionConflict, StoreError
 from .expiry import Expiry, OnSessionEnd, dump_policy, expiry_date, load_policy, window
 from .record import Record
@@ -42,8 +42,10 @@ class Persister:
         absolute_timeout: timedelta | None,
         save_attempts: int,
         clock: Clock,
+        codec: Codec = DEFAULT,
     ) -> None:
         self.store = store
+        self.codec = codec
         self.expiry = expiry
         self.touch_after = touch_after
         self.absolute_timeout = absolute_timeout
@@ -62,7 +64,7 @@ class Persister:
             session = Session(record.data)
             session._id = record.id
             session._packed = (
-                record.packed if record.packed is not None else codec.pack(record.data)
+                record.packed if record.packed is not None else self.codec.pack(record.data)
             )
             session._version = record.version
             session._created_at = record.created_at
@@ -134,7 +136,7 @@ class Persister:
             return Cookie.NEW
         if session._cycle:
             return await self._cycle(session, now)
-        packed = codec.pack(session)
+        packed = self.codec.pack(session)
         if packed != session._packed or session._expiry_changed or session._cleared:
             if _empty(session):
                 return await self._end(session)
@@ -166,7 +168,7 @@ class Persister:
         """Store the data under a fresh id (keeping the creation time of a cycled session)."""
         if session._created_at is None:
             session._created_at = datetime.fromtimestamp(now, timezone.utc)
-        record = self._record(session, new_id(), codec.pack(session), now)
+        record = self._record(session, new_id(), self.codec.pack(session), now)
         record.version = 0
         await self.store.create(record)
         self._adopt(session, record)
@@ -211,7 +213,7 @@ class Persister:
                 return await self._gone(session, "expiry refresh")
             session._stored_expiry = new_end
             return Cookie.REFRESH
-        packed = session._packed if session._packed is not None else codec.pack(session)
+        packed = session._packed if session._packed is not None else self.codec.pack(session)
         return await self._save(session, packed, self.clock())
 
     async def _save(self, session: Session, packed: bytes, now: float) -> Cookie:
@@ -248,8 +250,8 @@ class Persister:
         if session._cleared:
             data = dict(dict.items(session))  # a whole replacement wins as a whole
         else:
-            before = codec.unpack(session._packed) if session._packed is not None else {}
-            data = merge(before, dict(dict.items(session)), current.data)
+            before = self.codec.unpack(session._packed) if session._packed is not None else {}
+            data = merge(before, dict(dict.items(session)), current.data, self.codec.pack)
         session._version = current.version
         session._created_at = current.created_at or session._created_at
         return Record(
@@ -259,7 +261,7 @@ class Persister:
             version=current.version,
             created_at=session._created_at,
             policy=mine.policy if session._expiry_changed else current.policy,
-            packed=codec.pack(data),
+            packed=self.codec.pack(data),
         )
 
 
@@ -276,13 +278,16 @@ def _empty(session: Session) -> bool:
 
 
 def merge(
-    before: Mapping[str, Any], after: Mapping[str, Any], theirs: Mapping[str, Any]
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    theirs: Mapping[str, Any],
+    pack: Callable[[Mapping[str, Any]], bytes] = DEFAULT.pack,
 ) -> dict[str, Any]:
     """Three-way merge by key: the keys this request set or deleted win over `theirs`."""
     merged = dict(theirs)
     for key in before.keys() - after.keys():
         merged.pop(key, None)
     for key, value in after.items():
-        if key not in before or codec.pack({key: value}) != codec.pack({key: before[key]}):
+        if key not in before or pack({key: value}) != pack({key: before[key]}):
             merged[key] = value
     return merged

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import codec
 from ._ids import hash_id, log_id, new_id
+from ._seal import EncryptionKeys
 from ._transport import AioBotocoreTransport, ConditionFailed, Item, RequestTransport
 from .errors import SessionConflict, SessionTooLarge, StoreError
 from .record import Record
@@ -94,6 +95,14 @@ def _number_size(text: str) -> int:
     return 1 + pairs + negative
 
 
+def _context(key: Item, props: DynamoDBStoreProps) -> bytes:
+    """The item's key as a sealed payload's associated data: the payload opens on this item only."""
+    parts = [props.partition_key.name, key[props.partition_key.name]["S"]]
+    if props.sort_key is not None:
+        parts += [props.sort_key.name, key[props.sort_key.name]["S"]]
+    return codec.DEFAULT.pack({"key": parts})
+
+
 TransportChoice = Literal["auto", "aiobotocore", "fast"]
 
 
@@ -118,6 +127,9 @@ class DynamoDBStore:
         pool_size: int = 64,
         max_item_size: int = DYNAMODB_ITEM_LIMIT,
         compress_above: int | None = 8 * 1024,
+        max_data_size: int = codec.MAX_DATA_SIZE,
+        encryption_keys: EncryptionKeys | None = None,
+        accept_plaintext: bool = False,
         clock: Clock = time.time,
     ) -> None:
         if not 0 < max_item_size <= DYNAMODB_ITEM_LIMIT:
@@ -134,6 +146,13 @@ class DynamoDBStore:
         self._pool_size = pool_size
         self.max_item_size = max_item_size
         self.compress_above = compress_above
+        self._framing = codec.Framing(
+            compress_above=compress_above,
+            max_data_size=max_data_size,
+            encryption_keys=encryption_keys,
+            accept_plaintext=accept_plaintext,
+        )
+        self._codec = codec.DEFAULT
         self._clock = clock
         self._wire: RequestTransport | None = None
         self._stack: AsyncExitStack | None = None
@@ -235,12 +254,16 @@ class DynamoDBStore:
             key[p.sort_key.name] = {"S": p.sort_key.value(k)}
         return key
 
+    def _use_codec(self, chosen: codec.Codec) -> None:
+        """Decode with the codec (registered types) of the middleware that uses this store."""
+        self._codec = codec.bind(self._codec, chosen)
+
     def _item(self, record: Record, version: int) -> Item:
         p = self.props
-        packed = record.packed if record.packed is not None else codec.pack(record.data)
+        packed = record.packed if record.packed is not None else self._codec.pack(record.data)
         item = self.key(record.id)
         item[p.expiry_name] = {"N": str(epoch(record.expiry_date))}
-        item[p.data_name] = {"B": codec.encode(packed, self.compress_above)}
+        item[p.data_name] = {"B": self._framing.dump(packed, lambda: _context(item, p))}
         item[p.version_name] = {"N": str(version)}
         if record.created_at is not None:
             item[p.created_name] = {"N": str(int(record.created_at.timestamp()))}
@@ -258,8 +281,9 @@ class DynamoDBStore:
             expires = int(item[p.expiry_name]["N"])
             if expires <= self._clock():
                 return None
-            packed = codec.decode(item[p.data_name]["B"])
-            data = codec.unpack(packed)
+            payload = item[p.data_name]["B"]
+            packed = self._framing.load(payload, lambda: _context(self.key(session_id), p))
+            data = self._codec.unpack(packed)
             version = int(item[p.version_name]["N"]) if p.version_name in item else 0
             created = item.get(p.created_name)
             policy = item[p.policy_name]["S"] if p.policy_name in item else None

@@ -10,6 +10,7 @@ from typing import Any
 
 from ._ids import log_id
 from ._persist import Cookie, Persister
+from .codec import Codec, Types
 from .cookies import CookieFormat, SameSite, Signer, cookie_values
 from .errors import SessionTooLarge, StoreError
 from .expiry import Expiry, OnSessionEnd
@@ -46,6 +47,7 @@ class SessionMiddleware:
         absolute_timeout: timedelta | None = None,
         save_attempts: int = 8,
         retry_after: int = 1,
+        types: Types = (),
         clock: Clock = time.time,
     ) -> None:
         if touch_after is not None and touch_after < timedelta(0):
@@ -66,8 +68,13 @@ class SessionMiddleware:
             same_site=same_site,
             partitioned=partitioned,
         )
+        self.codec = Codec(types)
+        bind = getattr(store, "_use_codec", None)
+        if bind is not None:  # our stores decode payloads: they need the registered types
+            bind(self.codec)
         self.persister = Persister(
             store,
+            codec=self.codec,
             expiry=expiry or OnSessionEnd(),
             touch_after=touch_after,
             absolute_timeout=absolute_timeout,

@@ -62,7 +62,8 @@ class Session(dict[str, Any]):
             return True
         if self._packed is None:
             return dict.__len__(self) > 0
-        return codec.pack(self) != self._packed
+        owner = self._owner
+        return (codec.DEFAULT if owner is None else owner.codec).pack(self) != self._packed
 
     # -- what the app calls ----------------------------------------------------------------
 
