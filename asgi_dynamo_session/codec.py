@@ -150,10 +150,10 @@ class Codec:
         self._by_class: dict[type, _Kind] = {}
         for name, cls in pairs:
             kind = _kind(name, cls)
-            if name in self._by_name:
-                raise ValueError(f"two types= share the name {name!r}; name them in a mapping")
             if cls in self._by_class:
                 raise ValueError(f"{cls.__qualname__} is registered twice in types=")
+            if name in self._by_name:
+                raise ValueError(f"two types= share the name {name!r}; name them in a mapping")
             self._by_name[name] = kind
             self._by_class[cls] = kind
         self._encoder = msgspec.msgpack.Encoder()
