@@ -77,7 +77,7 @@ class Sealer:
         for key in raw:
             kid = key_id(key)
             if kid in self._ciphers:
-                raise ValueError("encryption_keys holds one key twice (or two keys that clash)")
+                raise ValueError(f"encryption_keys holds one key twice; for a new one, {_HINT}")
             self._ciphers[kid] = AESGCM(key)
         self._sealing_id = key_id(raw[0])
         self._sealing = self._ciphers[self._sealing_id]
