@@ -499,12 +499,25 @@ def inflate(body: bytes | memoryview, limit: int) -> bytes:
     return out
 
 
+_PLAINTEXT = {size: Framing(max_data_size=size) for size in (MAX_DATA_SIZE,)}
+
+
+def _unsealed(compress_above: int | None, max_data_size: int) -> Framing:
+    if compress_above is None and max_data_size in _PLAINTEXT:
+        return _PLAINTEXT[max_data_size]
+    return Framing(compress_above=compress_above, max_data_size=max_data_size)
+
+
+def _no_context() -> bytes:
+    return b""
+
+
 def encode(packed: bytes, compress_above: int | None, max_data_size: int = MAX_DATA_SIZE) -> bytes:
     """The unsealed stored payload for already-packed data, compressed when that pays."""
-    return Framing(compress_above=compress_above, max_data_size=max_data_size).dump(packed, bytes)
+    return _unsealed(compress_above, max_data_size).dump(packed, _no_context)
 
 
 def decode(payload: bytes, max_data_size: int = MAX_DATA_SIZE) -> bytes:
     """The packed data inside an unsealed stored payload; ValueError for an unknown format,
     bad bytes, or more than `max_data_size` once inflated."""
-    return bytes(Framing(max_data_size=max_data_size).load(payload, bytes))
+    return bytes(_unsealed(None, max_data_size).load(payload, _no_context))
