@@ -422,3 +422,16 @@ async def test_sealed_sessions_through_the_middleware_with_types(
         f"id={cookie_of(first)}",
     )
     same({"line": LINE}, seen[1])
+
+
+async def test_the_readme_example_of_encryption_at_rest_runs(clock: Clock) -> None:
+    from test_types import readme_snippet
+
+    namespace: dict[str, Any] = {}
+    exec(compile(readme_snippet("encryption_keys=[new_key, old_key]"), "README", "exec"), namespace)
+    store = namespace["tests_store"]
+    cookie = await create(store, clock, {"secret": MARKER})
+    (entry,) = store._items.values()
+    assert entry.payload[0] == codec.SEALED and MARKER.encode() not in entry.payload
+    assert await load(store, clock, cookie) == {"secret": MARKER}
+    assert namespace["store"]._framing.sealer is not None

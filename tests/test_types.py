@@ -490,3 +490,25 @@ def test_one_store_cannot_serve_two_different_registries() -> None:
     SessionMiddleware(recorder([]), store=store, secret_keys=SECRET)  # none: fine
     with pytest.raises(ValueError, match="own store"):
         SessionMiddleware(recorder([]), store=store, secret_keys=SECRET, types=[Line, Point])
+
+
+# --- the README ---------------------------------------------------------------------------------
+
+
+def readme_snippet(marker: str) -> str:
+    from test_readme import SNIPPETS
+
+    (snippet,) = [s for s in SNIPPETS if marker in s]
+    return snippet
+
+
+async def test_the_readme_example_of_what_you_can_store_runs() -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(readme_snippet("types=[Cart, Role, Address]"), "README", "exec"), namespace)
+    for name in ("app", "named"):
+        app = namespace[name]
+        first = await fetch(app)
+        assert first.status_code == 200
+        second = await fetch(app, f"id={cookie_of(first)}")
+        assert second.status_code == 200  # the snippet's own assertions held
+    assert namespace["named"].codec.types == {"cart": namespace["Cart"], "role": namespace["Role"]}
