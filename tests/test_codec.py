@@ -28,6 +28,7 @@ from support import (
     CountingStore,
     app_doing,
     cookie_of,
+    dynamo_store,
     fetch,
     key_of,
     middleware,
@@ -503,10 +504,24 @@ async def test_unencodable_value_at_response_time_stores_nothing(
 
 
 async def test_a_stored_item_inflating_to_hundreds_of_mib_is_no_session(
-    counting_store: CountingStore, raw: Any, clock: Clock, caplog: pytest.LogCaptureFixture
+    dynamodb_server: Any,
+    table_name: str,
+    transport: str,
+    raw: Any,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Issue 8, defect 2: a 300 KiB item that inflates to 300 MiB. The request gets a new empty
     session, the reason is logged, and the process never holds more than a few MiB for it."""
+    async with dynamo_store(
+        dynamodb_server.endpoint_url, table_name, transport=transport, clock=clock
+    ) as store:
+        await _bomb_is_no_session(CountingStore(store), raw, clock, caplog)
+
+
+async def _bomb_is_no_session(
+    counting_store: CountingStore, raw: Any, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
     session_id = "b" * 43
     table = counting_store.inner.props.table_name
