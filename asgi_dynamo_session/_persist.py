@@ -63,7 +63,7 @@ class Persister:
         else:
             session = Session(record.data)
             session._id = record.id
-            session._packed = (
+            session._packed = record._snapshot or (
                 record.packed if record.packed is not None else self.codec.pack(record.data)
             )
             session._version = record.version

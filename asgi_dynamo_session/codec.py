@@ -242,11 +242,18 @@ class Codec:
             return Ext(_TUPLE, self._encoder.encode(obj))
         return Ext(_TUPLE, self._items(obj))
 
+    def _members(self, obj: set[Any] | frozenset[Any]) -> bytes:
+        """A set's members in the order of their encodings: equal sets encode the same, so
+        packing what was just unpacked gives the stored bytes back."""
+        items = [self._prepare(x) for x in obj]
+        items.sort(key=self._encoder.encode)
+        return self._encoder.encode(items)
+
     def _set(self, obj: set[Any]) -> Ext:
-        return Ext(_SET, self._items(_ordered(obj)))
+        return Ext(_SET, self._members(obj))
 
     def _frozenset(self, obj: frozenset[Any]) -> Ext:
-        return Ext(_FROZENSET, self._items(_ordered(obj)))
+        return Ext(_FROZENSET, self._members(obj))
 
     def _datetime(self, d: datetime) -> Any:
         tz = d.tzinfo
@@ -267,11 +274,16 @@ class Codec:
         A value naming a class that is not registered (or no longer builds) is left out, with
         a warning: the rest of the session loads, and the next save stores it without that key.
         """
+        return self.load(packed)[0]
+
+    def load(self, packed: bytes | memoryview) -> tuple[dict[str, Any], bool]:
+        """`unpack`, and whether the data is whole (nothing left out): then `pack` of it gives
+        `packed` back for whatever this codec or an older one wrote."""
         try:
             data: dict[str, Any] = self._decoder.decode(packed)
-            return data
+            return data, True
         except UnknownType:
-            return self._unpack_known(packed)
+            return self._unpack_known(packed), False
         except Exception as exc:  # whatever the bytes were: no session, never a 500
             raise ValueError(f"corrupt session payload: {exc}") from None
 
@@ -347,14 +359,6 @@ def _native(values: Iterable[Any]) -> bool:
                     return False
         level = _children(*level)
     return False
-
-
-def _ordered(items: set[Any] | frozenset[Any]) -> list[Any]:
-    """Set members in a stable order where they sort (so equal sets encode the same)."""
-    try:
-        return sorted(items)
-    except TypeError:
-        return list(items)
 
 
 def _zone(tz: tzinfo | None, moment: datetime | None) -> Any:

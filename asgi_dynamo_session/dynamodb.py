@@ -283,14 +283,14 @@ class DynamoDBStore:
                 return None
             payload = item[p.data_name]["B"]
             packed = self._framing.load(payload, lambda: _context(self.key(session_id), p))
-            data = self._codec.unpack(packed)
+            data, whole = self._codec.load(packed)
             version = int(item[p.version_name]["N"]) if p.version_name in item else 0
             created = item.get(p.created_name)
             policy = item[p.policy_name]["S"] if p.policy_name in item else None
         except (KeyError, ValueError, TypeError) as exc:
             logger.warning("unreadable session item %s ignored: %s", log_id(session_id), exc)
             return None
-        return Record(
+        record = Record(
             id=session_id,
             data=data,
             expiry_date=datetime.fromtimestamp(expires, timezone.utc),
@@ -301,6 +301,9 @@ class DynamoDBStore:
             policy=policy,
             # no `packed`: a caller may change `data` before save(), which must write the change
         )
+        if whole:
+            record._snapshot = bytes(packed)
+        return record
 
     def _now(self) -> Item:
         return {":now": {"N": str(int(self._clock()))}}

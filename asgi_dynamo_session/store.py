@@ -111,11 +111,12 @@ class MemoryStore:
     def _record(self, session_id: str, entry: _Entry) -> Record | None:
         """The record of an entry, or None when its payload cannot be read (logged)."""
         try:
-            data = self._codec.unpack(self._framing.load(entry.payload, session_id.encode))
+            packed = self._framing.load(entry.payload, session_id.encode)
+            data, whole = self._codec.load(packed)
         except ValueError as exc:
             logger.warning("unreadable session %s ignored: %s", log_id(session_id), exc)
             return None
-        return Record(
+        record = Record(
             id=session_id,
             data=data,
             expiry_date=datetime.fromtimestamp(entry.expires, timezone.utc),
@@ -123,6 +124,9 @@ class MemoryStore:
             created_at=entry.created_at,
             policy=entry.policy,  # no `packed`: the caller may change `data` before save()
         )
+        if whole:
+            record._snapshot = bytes(packed)
+        return record
 
     def _entry(self, record: Record, version: int) -> _Entry:
         packed = record.packed if record.packed is not None else self._codec.pack(record.data)
