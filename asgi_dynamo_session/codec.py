@@ -381,7 +381,10 @@ def _tz(zone: Any) -> tzinfo | None:
     if type(zone) is int:
         return _UTC if zone == 0 else timezone(timedelta(microseconds=zone))
     if type(zone) is str:
-        return ZoneInfo(zone)
+        try:
+            return ZoneInfo(zone)
+        except (ValueError, OSError, KeyError) as exc:  # ZoneInfoNotFoundError is a KeyError
+            raise UnknownType(f"its time zone {zone!r} is not known here ({exc})") from None
     micros, name = zone
     return timezone(timedelta(microseconds=micros), name)
 

@@ -187,6 +187,18 @@ def test_naive_and_aware_datetimes_stay_as_they_were() -> None:
     assert loaded["paris"].utcoffset() == timedelta(hours=2)
 
 
+def test_a_time_zone_unknown_here_leaves_that_value_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A zone this machine's tz database lacks: the value is left out, the session loads."""
+    packed = codec.pack({"keep": 1, "when": datetime(2027, 1, 1, tzinfo=ZoneInfo("UTC"))})
+    renamed = packed.replace(b"\xa3UTC", b"\xa3XYZ")
+    assert renamed != packed
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert codec.unpack(renamed) == {"keep": 1}
+    assert any("'when'" in r.getMessage() and "XYZ" in r.getMessage() for r in caplog.records)
+
+
 def test_equal_sets_encode_the_same() -> None:
     """A set built in another order packs to the same bytes, so reading is not a change."""
     a = set(range(100))
