@@ -69,10 +69,9 @@ _UTC = timezone.utc
 #: What `_native` lets through: plain values and the containers MessagePack keeps as they are.
 _TREE = _PLAIN | {list, dict}
 _NATIVE_DEPTH = 32
-# The children of containers, in C. Elsewhere than CPython, every container takes the walk.
-_children: Callable[..., list[Any]] = (
-    gc.get_referents if sys.implementation.name == "cpython" else (lambda *objs: [None])
-)
+# `_native` relies on CPython's gc.get_referents listing exactly a list's items and a dict's
+# values (and non-str keys); elsewhere only flat sessions skip `_prepare`'s walk.
+_CPYTHON = sys.implementation.name == "cpython"
 
 
 class UnknownType(ValueError):
@@ -191,7 +190,7 @@ class Codec:
         else:
             prepared = dict(dict.items(data))
             for key, value in prepared.items():
-                if type(value) not in _PLAIN:
+                if type(value) not in _PLAIN and not _native((value,)):
                     try:
                         prepared[key] = self._prepare(value)
                     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -260,11 +259,11 @@ class Codec:
         if tz is _UTC and not d.fold:
             return d  # MessagePack's timestamp brings it back as this very value
         fields = (d.year, d.month, d.day, d.hour, d.minute, d.second, d.microsecond, d.fold)
-        return Ext(_DATETIME, self._encoder.encode((*fields, _zone(tz, d))))
+        return Ext(_DATETIME, self._encoder.encode((*fields, _zone(tz))))
 
     def _time(self, t: time) -> Ext:
         fields = (t.hour, t.minute, t.second, t.microsecond, t.fold)
-        return Ext(_TIME, self._encoder.encode((*fields, _zone(t.tzinfo, None))))
+        return Ext(_TIME, self._encoder.encode((*fields, _zone(t.tzinfo))))
 
     # -- decoding --------------------------------------------------------------------------
 
@@ -347,7 +346,10 @@ class Codec:
 def _native(values: Iterable[Any]) -> bool:
     """True when MessagePack alone brings every value back as itself: only plain values, lists,
     dicts with plain keys and UTC datetimes, at any depth. CPython's `gc.get_referents` lists a
-    level's children in C, so this costs about what encoding does; False just means "prepare"."""
+    level's children in C, so this costs two or three encodings, not a walk in Python; False just
+    means "prepare first"."""
+    if not _CPYTHON:
+        return _PLAIN.issuperset(map(type, values))
     level: Any = values
     for _ in range(_NATIVE_DEPTH):
         if not level:
@@ -357,11 +359,11 @@ def _native(values: Iterable[Any]) -> bool:
                 t = type(x)
                 if t not in _TREE and (t is not datetime or x.tzinfo is not _UTC or x.fold):
                     return False
-        level = _children(*level)
+        level = gc.get_referents(*level)
     return False
 
 
-def _zone(tz: tzinfo | None, moment: datetime | None) -> Any:
+def _zone(tz: tzinfo | None) -> Any:
     """A tzinfo as stored: None, an offset in microseconds, [offset, name], or a zone key."""
     if tz is None:
         return None
