@@ -36,15 +36,22 @@ class Unsealable(ValueError):
 
 
 def parse_key(key: str | bytes) -> bytes:
-    """A key as 32 raw bytes: `bytes` as they are, `str` as base64 (standard or URL-safe)."""
+    """A key as 32 raw bytes: `bytes` as they are; a `str` as the base64 (standard or URL-safe)
+    of 32 bytes, else as its UTF-8 bytes, which must then be exactly 32."""
     if isinstance(key, str):
         text = key.strip()
         try:
             raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             raw = b""
+        if len(raw) == KEY_BYTES:
+            return raw
+        raw = key.encode()
         if len(raw) != KEY_BYTES:
-            raise ValueError(f"an encryption key given as str must be base64 of 32 bytes; {_HINT}")
+            raise ValueError(
+                "an encryption key given as str must be the base64 of 32 bytes (or exactly 32 "
+                f"bytes of UTF-8), got {len(raw)} bytes; {_HINT}"
+            )
         return raw
     if isinstance(key, bytes | bytearray):
         if len(key) != KEY_BYTES:
