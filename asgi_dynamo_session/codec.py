@@ -159,6 +159,9 @@ class Codec:
         self._decoder = msgspec.msgpack.Decoder(dict[str, Any], ext_hook=self._ext)
         self._any = msgspec.msgpack.Decoder(ext_hook=self._ext)
         self._raw = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
+        # Enum members are constants: each is encoded once, and decoded once.
+        self._members_ext: dict[tuple[type, enum.Enum], Ext] = {}
+        self._members_back: dict[bytes, Any] = {}
         self._special: dict[type, Callable[[Any], Any]] = {
             tuple: self._tuple,
             set: self._set,
@@ -228,10 +231,17 @@ class Codec:
         if special is not None:
             return special(obj)
         kind = self._by_class.get(t)
-        if kind is not None:
-            state = self._prepare(kind.state(obj))
-            return Ext(_TYPED, self._encoder.encode((kind.name, state)))
-        raise _Refused(_refusal(t))
+        if kind is None:
+            raise _Refused(_refusal(t))
+        if isinstance(obj, enum.Enum):
+            ext = self._members_ext.get((t, obj))  # IntEnums of two classes compare equal
+            if ext is None:
+                ext = self._members_ext[t, obj] = Ext(
+                    _TYPED, self._encoder.encode((kind.name, self._prepare(obj.value)))
+                )
+            return ext
+        state = self._prepare(kind.state(obj))
+        return Ext(_TYPED, self._encoder.encode((kind.name, state)))
 
     def _items(self, items: Iterable[Any]) -> bytes:
         return self._encoder.encode([self._prepare(x) for x in items])
@@ -333,14 +343,20 @@ class Codec:
         raise ValueError(f"unknown extension type {code}")
 
     def _typed(self, body: memoryview) -> Any:
+        member = self._members_back.get(bytes(body)) if len(body) < 256 else None
+        if member is not None:
+            return member
         name, state = self._any.decode(body)
         kind = self._by_name.get(name)
         if kind is None:
             raise UnknownType(f"it names type {name!r}, which is not in types=")
         try:
-            return kind.build(state)
+            value = kind.build(state)
         except Exception as exc:  # the class changed since the value was stored
             raise UnknownType(f"type {name!r} no longer builds from it: {exc}") from None
+        if isinstance(value, enum.Enum) and len(body) < 256 and len(self._members_back) < 4096:
+            self._members_back[bytes(body)] = value
+        return value
 
 
 def _native(values: Iterable[Any]) -> bool:

@@ -512,3 +512,22 @@ async def test_the_readme_example_of_what_you_can_store_runs() -> None:
         second = await fetch(app, f"id={cookie_of(first)}")
         assert second.status_code == 200  # the snippet's own assertions held
     assert namespace["named"].codec.types == {"cart": namespace["Cart"], "role": namespace["Role"]}
+
+
+class Other(enum.IntEnum):
+    ONE = 1
+
+
+async def test_int_enums_of_two_classes_with_equal_values_stay_apart(
+    dstore: DynamoDBStore, clock: Clock
+) -> None:
+    """`Level.LOW == Other.ONE` (both are 1), yet each comes back as its own class."""
+    data = {"a": Level.LOW, "b": Other.ONE, "c": [Other.ONE, Level.LOW], "d": 1}
+    seen: list[dict[str, Any]] = []
+    first = await fetch(middleware(recorder([], data), dstore, types=[Level, Other], clock=clock))
+    await fetch(
+        middleware(recorder(seen), dstore, types=[Level, Other], clock=clock),
+        f"id={cookie_of(first)}",
+    )
+    same(data, seen[0])
+    assert seen[0]["c"][0] is Other.ONE and seen[0]["c"][1] is Level.LOW
