@@ -1,0 +1,89 @@
+"""Browser scenarios: the example apps served on loopback, driven by headless Chromium over CDP.
+
+These run from ``make test-browser`` (``pytest tests/browser``), once, against the moto server of
+``tests/conftest.py``. A plain ``make test`` does not collect them: this directory is collected
+only when it (or a file in it) is named on the command line. Without Chromium they skip.
+
+Fixtures: ``browser`` (one Chromium for the run), ``tab`` (a page in a fresh browser context, so
+each scenario starts with an empty cookie jar), ``serve`` (an app on a free loopback port, reached
+as ``http://127.0.0.1:<port>`` and ``http://localhost:<port>``: two different sites to Chromium).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import chromium
+import pytest
+from browser_support import Serve
+from cdp import Browser, Tab
+from support import running
+
+HERE = Path(__file__).resolve().parent
+SHOTS = HERE / "screenshots"
+
+
+def _asked_for(config: pytest.Config) -> bool:
+    """True when an argument of this pytest run names this directory or something inside it."""
+    for arg in config.args:
+        path = (config.invocation_params.dir / arg.split("::", 1)[0]).resolve()
+        if path == HERE or HERE in path.parents:
+            return True
+    return False
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    return True if not _asked_for(config) else None
+
+
+@pytest.fixture(scope="session")
+def chromium_binary() -> str:
+    path = chromium.binary()
+    if path is None:
+        pytest.skip(
+            f"chromium not installed ({chromium.DEFAULT_BINARY}): `make test-browser` installs it"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def chromium_endpoint(chromium_binary: str) -> Iterator[str]:
+    with chromium.launched(chromium_binary) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def browser(chromium_endpoint: str) -> AsyncIterator[Browser]:
+    connection = await Browser.connect(chromium_endpoint)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def tab(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Tab]:
+    """A page in its own browser context; screenshots are named after the test."""
+    scenario = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name.removeprefix("test_"))
+    page = await Tab.open(browser, SHOTS, scenario.strip("-"))
+    try:
+        yield page
+    finally:
+        await page.close()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """``await serve(app)``: `app` on uvicorn (lifespan on) until the test ends; its port."""
+    async with AsyncExitStack() as stack:
+
+        async def start(app: Any) -> int:
+            server: AbstractAsyncContextManager[str] = running(app)
+            url = await stack.enter_async_context(server)
+            return int(url.rsplit(":", 1)[1])
+
+        yield start
