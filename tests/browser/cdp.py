@@ -206,6 +206,11 @@ class Tab:
         """``Network.getCookies`` for `urls`: the jar's cookies that those URLs would get."""
         return list((await self.send("Network.getCookies", {"urls": list(urls)}))["cookies"])
 
+    async def jar(self) -> list[Event]:
+        """Every cookie this tab's browser context stores, all partitions included."""
+        result = await self.browser.send("Storage.getCookies", {"browserContextId": self.context})
+        return list(result["cookies"])
+
     async def set_cookie(self, **cookie: Any) -> None:
         result = await self.send("Network.setCookie", cookie)
         if result.get("success") is False:

@@ -16,12 +16,15 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import chromium
 import pytest
 from browser_support import Serve
 from cdp import Browser, Tab
-from support import running
+from support import dynamo_store, running
+
+from asgi_dynamo_session import DynamoDBStore
 
 HERE = Path(__file__).resolve().parent
 SHOTS = HERE / "screenshots"
@@ -74,6 +77,22 @@ async def tab(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator
         yield page
     finally:
         await page.close()
+
+
+@pytest.fixture(scope="session")
+async def table(dynamodb_server: Any) -> str:
+    """One table for the whole run (each scenario's fresh cookie jar keeps sessions apart)."""
+    name = f"browser_{uuid4().hex[:8]}"
+    async with dynamo_store(dynamodb_server.endpoint_url, name):
+        pass
+    return name
+
+
+@pytest.fixture
+async def store(dynamodb_server: Any, table: str) -> AsyncIterator[DynamoDBStore]:
+    """A DynamoDBStore owning its client, on the run's table."""
+    async with dynamo_store(dynamodb_server.endpoint_url, table, create=False) as opened:
+        yield opened
 
 
 @pytest.fixture

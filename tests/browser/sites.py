@@ -56,7 +56,9 @@ async def raw_set_cookie(scope: Scope, receive: Receive, send: Send) -> None:
         return
     header = _query(scope)["header"]
     shown = html.escape(header)
-    await _html(send, f"<p>Sent Set-Cookie: <code>{shown}</code></p>", (b"set-cookie", header.encode()))
+    await _html(
+        send, f"<p>Sent Set-Cookie: <code>{shown}</code></p>", (b"set-cookie", header.encode())
+    )
 
 
 CHAT_PAGE = """
