@@ -139,16 +139,18 @@ class Tab:
             "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
         )
         tab = cls(browser, context, attached["sessionId"], shots, scenario)
-        browser.on("Target.attachedToTarget", tab.session, tab._frame_attached)
-        browser.on("Target.detachedFromTarget", tab.session, tab._frame_detached)
-        for domain in ("Page", "Network", "Runtime"):
-            await tab.send(f"{domain}.enable")
-        # Cross-site iframes run in their own renderer (site isolation): attach to them too.
-        await tab.send(
+        await tab.send("Page.enable")  # load events
+        return tab
+
+    async def watch_frames(self) -> None:
+        """Attach to the cross-site iframes this page loads from now on (site isolation runs
+        them in renderers of their own), for `frame_text`."""
+        self.browser.on("Target.attachedToTarget", self.session, self._frame_attached)
+        self.browser.on("Target.detachedFromTarget", self.session, self._frame_detached)
+        await self.send(
             "Target.setAutoAttach",
             {"autoAttach": True, "waitForDebuggerOnStart": False, "flatten": True},
         )
-        return tab
 
     async def close(self) -> None:
         await self.browser.send("Target.disposeBrowserContext", {"browserContextId": self.context})
@@ -230,7 +232,7 @@ class Tab:
 
     async def frame_text(self, url_prefix: str) -> str:
         """The text shown by the (cross-site) iframe whose document URL starts with `url_prefix`,
-        once that document has loaded."""
+        once that document has loaded (after `watch_frames`)."""
         ready = "document.readyState === 'complete' ? location.href : ''"
         for _ in range(int(TIMEOUT / 0.05)):
             for session in list(self.frames.values()):

@@ -20,11 +20,12 @@ from uuid import uuid4
 
 import chromium
 import pytest
+from aiobotocore.session import get_session
 from browser_support import Serve
 from cdp import Browser, Tab
-from support import dynamo_store, running
+from support import running
 
-from asgi_dynamo_session import DynamoDBStore
+from asgi_dynamo_session import DynamoDBStore, DynamoDBStoreProps
 
 HERE = Path(__file__).resolve().parent
 SHOTS = HERE / "screenshots"
@@ -69,8 +70,9 @@ async def browser(chromium_endpoint: str) -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def tab(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Tab]:
-    """A page in its own browser context; screenshots are named after the test."""
+async def tab(browser: Browser, serve: Serve, request: pytest.FixtureRequest) -> AsyncIterator[Tab]:
+    """A page in its own browser context; screenshots are named after the test. Closed before
+    the servers stop, so no open connection (a websocket) holds up their shutdown."""
     scenario = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name.removeprefix("test_"))
     page = await Tab.open(browser, SHOTS, scenario.strip("-"))
     try:
@@ -80,19 +82,26 @@ async def tab(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator
 
 
 @pytest.fixture(scope="session")
-async def table(dynamodb_server: Any) -> str:
+async def client(dynamodb_server: Any) -> AsyncIterator[Any]:
+    """One aiobotocore client for the run; the stores borrow it (their open/close leave it be)."""
+    async with get_session().create_client(
+        "dynamodb", endpoint_url=dynamodb_server.endpoint_url, region_name="us-east-1"
+    ) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="session")
+async def table(client: Any) -> str:
     """One table for the whole run (each scenario's fresh cookie jar keeps sessions apart)."""
     name = f"browser_{uuid4().hex[:8]}"
-    async with dynamo_store(dynamodb_server.endpoint_url, name):
-        pass
+    await DynamoDBStore(client, DynamoDBStoreProps(table_name=name)).create_table()
     return name
 
 
 @pytest.fixture
-async def store(dynamodb_server: Any, table: str) -> AsyncIterator[DynamoDBStore]:
-    """A DynamoDBStore owning its client, on the run's table."""
-    async with dynamo_store(dynamodb_server.endpoint_url, table, create=False) as opened:
-        yield opened
+def store(client: Any, table: str) -> DynamoDBStore:
+    """A DynamoDBStore on the run's table and client."""
+    return DynamoDBStore(client, DynamoDBStoreProps(table_name=table))
 
 
 @pytest.fixture

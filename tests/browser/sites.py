@@ -63,16 +63,18 @@ async def raw_set_cookie(scope: Scope, receive: Receive, send: Send) -> None:
 
 CHAT_PAGE = """
 <h1>Websocket session</h1>
+<button id="connect" onclick="connect()">connect</button>
 <ol id="log"></ol>
 <script>
-  const log = document.getElementById("log");
-  const socket = new WebSocket(`ws://${location.host}/ws`);
-  socket.onmessage = (event) => {
-    const line = document.createElement("li");
-    line.textContent = event.data;
-    log.appendChild(line);
-  };
-  window.socket = socket;
+  function connect() {
+    const log = document.getElementById("log");
+    window.socket = new WebSocket(`ws://${location.host}/ws`);
+    socket.onmessage = (event) => {
+      const line = document.createElement("li");
+      line.textContent = event.data;
+      log.appendChild(line);
+    };
+  }
 </script>
 """
 
@@ -100,5 +102,6 @@ async def _chat(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def websocket_app(store: SessionStore, **options: Any) -> SessionMiddleware:
-    """``/``: the chat page; ``/ws``: its websocket; ``/peek``: the count over plain HTTP."""
+    """``/``: the chat page (``connect()`` opens the websocket); ``/ws``: the websocket;
+    ``/peek``: the count over plain HTTP."""
     return SessionMiddleware(_chat, store=store, **options)

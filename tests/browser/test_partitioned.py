@@ -16,6 +16,7 @@ async def test_partitioned_cookie_is_kept_per_top_level_site(
     app = example("counter", store, partitioned=True, same_site="none")
     inner = f"http://127.0.0.1:{await serve(app)}/"
     top = f"http://localhost:{await serve(other_site)}/embed?src={inner}"
+    await tab.watch_frames()
     for load in range(3):
         await tab.goto(top)
         await tab.shot(f"embedded{load + 1}")

@@ -19,10 +19,12 @@ async def test_websocket_handshake_sets_and_reads_the_cookie(
 ) -> None:
     url = f"http://127.0.0.1:{await serve(websocket_app(store, secret_keys=[SECRET]))}/"
     await tab.goto(url)
+    assert await tab.cookies(url) == []  # the page's own answer sets no cookie
+    await tab.evaluate("connect()")
     text = await tab.wait_until(f"{LOG}.includes('hello count=0')")
     await tab.shot("connected")
     assert text.endswith("hello count=0")
-    (cookie,) = await tab.cookies(url)  # set by the handshake: the page's own answer set none
+    (cookie,) = await tab.cookies(url)  # set by the handshake answer
     assert_session_cookie(cookie, "127.0.0.1")
 
     await tab.evaluate("socket.send('inc'); socket.send('inc')")
@@ -32,6 +34,7 @@ async def test_websocket_handshake_sets_and_reads_the_cookie(
 
     assert (await tab.goto(url + "peek")) == "count=2"  # plain HTTP reads what the socket saved
     await tab.goto(url)
+    await tab.evaluate("connect()")
     text = await tab.wait_until(f"{LOG}.includes('hello')")
     await tab.shot("reconnected")
     assert text.endswith("hello count=2")  # the second handshake sent the cookie back
