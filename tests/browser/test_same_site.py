@@ -25,7 +25,9 @@ def shown(text: str) -> dict[str, object]:
     return data
 
 
-@pytest.mark.parametrize(("same_site", "sent"), [("lax", True), ("strict", False)])
+@pytest.mark.parametrize(
+    ("same_site", "sent"), [("lax", True), ("strict", False)], ids=["lax-sent", "strict-withheld"]
+)
 async def test_cross_site_navigation(
     same_site: str, sent: bool, tab: Tab, serve: Serve, store: DynamoDBStore
 ) -> None:
