@@ -33,9 +33,14 @@ FLAGS = [
 ]
 
 
+def wanted() -> str:
+    """The Chromium executable asked for: ``CHROMIUM``, else the Debian package's."""
+    return os.environ.get("CHROMIUM") or DEFAULT_BINARY
+
+
 def binary() -> str | None:
-    """The Chromium executable to run, or None when it is not installed."""
-    path = os.environ.get("CHROMIUM") or DEFAULT_BINARY
+    """The Chromium executable to run (`wanted`, else ``chromium`` on the PATH), or None."""
+    path = wanted()
     if os.access(path, os.X_OK):
         return path
     return shutil.which("chromium")

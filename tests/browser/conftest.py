@@ -6,7 +6,8 @@ only when it (or a file in it) is named on the command line. Without Chromium th
 
 Fixtures: ``browser`` (one Chromium for the run), ``tab`` (a page in a fresh browser context, so
 each scenario starts with an empty cookie jar), ``serve`` (an app on a free loopback port, reached
-as ``http://127.0.0.1:<port>`` and ``http://localhost:<port>``: two different sites to Chromium).
+as ``http://127.0.0.1:<port>`` and ``http://localhost:<port>``: two different sites to Chromium),
+``store`` (a DynamoDBStore on the run's one table, through one shared aiobotocore client).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def _asked_for(config: pytest.Config) -> bool:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Skip this directory's files unless the run names it (None: let pytest decide)."""
     return True if not _asked_for(config) else None
 
 
@@ -49,7 +51,7 @@ def chromium_binary() -> str:
     path = chromium.binary()
     if path is None:
         pytest.skip(
-            f"chromium not installed ({chromium.DEFAULT_BINARY}): `make test-browser` installs it"
+            f"chromium not installed ({chromium.wanted()}): `make test-browser` installs it"
         )
     return path
 
