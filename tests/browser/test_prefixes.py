@@ -16,13 +16,16 @@ from support import SECRET
 from asgi_dynamo_session import DynamoDBStore, MemoryStore, SessionMiddleware
 
 
-async def test_host_prefix_cookie_is_kept(tab: Tab, serve: Serve, store: DynamoDBStore) -> None:
-    url = f"http://127.0.0.1:{await serve(example('counter', store, cookie_name='__Host-id'))}/"
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_host_prefix_cookie_is_kept(
+    host: str, tab: Tab, serve: Serve, store: DynamoDBStore
+) -> None:
+    url = f"http://{host}:{await serve(example('counter', store, cookie_name='__Host-id'))}/"
     for load in range(3):
         assert count_shown(await tab.goto(url)) == load
     await tab.shot("third-load")
     (cookie,) = await tab.cookies(url)
-    assert_session_cookie(cookie, "127.0.0.1", name="__Host-id")
+    assert_session_cookie(cookie, host, name="__Host-id")
 
 
 #: (middleware options, host, the header those options would mean, the same header made valid)
