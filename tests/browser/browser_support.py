@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from typing import Any, Protocol
 
@@ -41,6 +42,14 @@ def count_shown(text: str) -> int:
     found = COUNT.search(text)
     assert found, text
     return int(found.group(1))
+
+
+def json_shown(text: str) -> dict[str, Any]:
+    """The JSON object a page shows (the examples' read-only /whoami)."""
+    found = re.search(r"\{.*\}", text, re.S)
+    assert found, text
+    data: dict[str, Any] = json.loads(found.group(0))
+    return data
 
 
 def sid(cookie: dict[str, Any]) -> str:

@@ -4,17 +4,11 @@ next request, so a later deployment without the old key keeps the session."""
 
 from __future__ import annotations
 
-import json
-
-from browser_support import Serve, assert_session_cookie, count_shown, example, sid
+from browser_support import Serve, assert_session_cookie, count_shown, example, json_shown, sid
 from cdp import Tab
 from support import OLD_SECRET, SECRET, signed
 
 from asgi_dynamo_session import DynamoDBStore
-
-
-def count_of(text: str) -> object:
-    return json.loads(text[text.index("{") : text.rindex("}") + 1])["count"]
 
 
 async def test_rotated_key_re_signs_the_browser_cookie(
@@ -29,13 +23,13 @@ async def test_rotated_key_re_signs_the_browser_cookie(
     # Cookies are per host, not per port: the rotated deployment gets the same cookie.
     both = [SECRET, OLD_SECRET]
     rotated = f"http://127.0.0.1:{await serve(example('starlette', store, secret_keys=both))}/"
-    assert count_of(await tab.goto(rotated + "whoami")) == 2  # a read-only page
+    assert json_shown(await tab.goto(rotated + "whoami"))["count"] == 2  # a read-only page
     await tab.shot("rotated")
     (after,) = await tab.cookies(rotated)
     assert_session_cookie(after, "127.0.0.1")  # signed by SECRET, the new first key
     assert sid(after) == sid(before)  # the same session, re-signed
 
     new_only = f"http://127.0.0.1:{await serve(example('starlette', store, secret_keys=[SECRET]))}/"
-    assert count_of(await tab.goto(new_only + "whoami")) == 2
+    assert json_shown(await tab.goto(new_only + "whoami"))["count"] == 2
     await tab.shot("old-key-retired")
     assert [c["value"] for c in await tab.cookies(new_only)] == [after["value"]]

@@ -3,8 +3,6 @@ logging out empties it (``flush``/``clear``), and the browser drops the cookie."
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from browser_support import (
     LOGIN_EXAMPLES,
@@ -12,6 +10,7 @@ from browser_support import (
     assert_session_cookie,
     count_shown,
     example,
+    json_shown,
     sid,
 )
 from cdp import Tab
@@ -27,14 +26,8 @@ LOG_OUT = "document.querySelector('form[action=\"/logout\"] button').click()"
 LOG_OUT_ONLY = "fetch('/logout', {method: 'POST', redirect: 'manual'}).then(r => r.type)"
 
 
-async def whoami(tab: Tab, url: str) -> dict[str, object]:
-    text = await tab.goto(url + "whoami")
-    data: dict[str, object] = json.loads(text[text.index("{") : text.rindex("}") + 1])
-    return data
-
-
-async def log_in(tab: Tab, url: str) -> str:
-    """Log in as alice on the page at `url`; the text of the page the form lands on."""
+async def log_in(tab: Tab) -> str:
+    """Log in as alice through the form of the page shown; the text of the page it lands on."""
     text = await tab.follow(LOG_IN)
     assert "Logged in as alice." in text
     return text
@@ -49,7 +42,7 @@ async def test_login_cycles_the_cookie(
     assert count_shown(await tab.goto(url)) == 2
     (anonymous,) = await tab.cookies(url)
 
-    text = await log_in(tab, url)
+    text = await log_in(tab)
     await tab.shot("logged-in")
     assert count_shown(text) == 3  # the data moved along with the id
     (logged_in,) = await tab.cookies(url)
@@ -74,12 +67,12 @@ async def test_logout_removes_the_cookie(
 ) -> None:
     url = f"http://127.0.0.1:{await serve(example(name, store))}/"
     await tab.goto(url)
-    await log_in(tab, url)
+    await log_in(tab)
     (logged_in,) = await tab.cookies(url)
 
     assert await tab.evaluate(LOG_OUT_ONLY) == "opaqueredirect"
     assert await tab.cookies(url) == []  # Max-Age=0: gone from the jar
-    assert await whoami(tab, url) == {"user": None, "count": 0}
+    assert json_shown(await tab.goto(url + "whoami")) == {"user": None, "count": 0}
     await tab.shot("whoami-after-logout")
     assert await tab.cookies(url) == []  # a read-only page starts no session
     assert await store.load(sid(logged_in)) is None

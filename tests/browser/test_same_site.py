@@ -4,25 +4,14 @@ a same-site navigation sends both."""
 
 from __future__ import annotations
 
-import json
-import re
-
 import pytest
-from browser_support import Serve, assert_session_cookie, example
+from browser_support import Serve, assert_session_cookie, example, json_shown
 from cdp import Tab
 from sites import other_site
 
 from asgi_dynamo_session import DynamoDBStore
 
 FOLLOW_LINK = "document.getElementById('go').click()"
-
-
-def shown(text: str) -> dict[str, object]:
-    """The JSON that /whoami shows."""
-    found = re.search(r"\{.*\}", text, re.S)
-    assert found, text
-    data: dict[str, object] = json.loads(found.group(0))
-    return data
 
 
 @pytest.mark.parametrize(
@@ -41,9 +30,9 @@ async def test_cross_site_navigation(
     await tab.shot("other-site")
     text = await tab.follow(FOLLOW_LINK)
     await tab.shot("after-link")
-    assert shown(text) == {"user": None, "count": 2 if sent else 0}
+    assert json_shown(text) == {"user": None, "count": 2 if sent else 0}
     assert [c["value"] for c in await tab.cookies(app)] == [cookie["value"]]  # still stored
 
     # Typed into the address bar (no cross-site initiator): sent either way.
-    assert shown(await tab.goto(app + "whoami")) == {"user": None, "count": 2}
+    assert json_shown(await tab.goto(app + "whoami")) == {"user": None, "count": 2}
     await tab.shot("same-site")
