@@ -3,6 +3,7 @@
 #   make test                      pytest against moto, then against dynalite
 #   make test PYTEST_ARGS='-k ttl' extra pytest arguments
 #   DYNAMODB_ENDPOINT_URL=http://127.0.0.1:8000 make test   one run against that endpoint
+#   make test-browser              the example apps in headless Chromium (installs `chromium`)
 #   make lint | make example [APP=counter] [ARGS=--aws] | make bench [QUICK=1] | make clean
 
 SHELL := /bin/bash
@@ -16,10 +17,11 @@ DYNALITE_VERSION := ^3
 APP ?= counter
 ARGS ?=
 PYTEST_ARGS ?=
+CHROMIUM ?= /usr/bin/chromium
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv node test lint example bench clean
+.PHONY: venv node test test-browser lint example bench clean
 
 venv: $(VENV_STAMP)
 
@@ -47,6 +49,17 @@ test: venv node
 		DYNAMO_TEST_SERVER=dynalite $(PY) -m pytest -q $(PYTEST_ARGS) || rc=1; \
 		exit $$rc; \
 	fi
+
+# Headless Chromium (the Debian package) driven over the DevTools protocol, against one moto
+# server; screenshots land in tests/browser/screenshots/.
+test-browser: venv
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		echo "== installing chromium (Debian package) =="; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update && apt-get install -y chromium </dev/null; \
+	fi
+	@echo "== browser tests (chromium, moto) =="
+	CHROMIUM=$(CHROMIUM) DYNAMO_TEST_SERVER=moto $(PY) -m pytest -q tests/browser $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
