@@ -270,7 +270,7 @@ class Persister:
         changes = self._changes(session, loaded)
         mine = dict(dict.items(session))
         if not mine:  # everything removed at login: the session simply ends
-            return await self._write(session, loaded, codec.pack(mine), now)
+            return await self._write(session, loaded, self.codec.pack(mine), now)
         own_policy = session._intents is not None and session._intents.expiry_set
         await self._create(session, mine, loaded, now)
         new = session._loaded
@@ -291,7 +291,7 @@ class Persister:
             session._loaded = loaded  # what was lost is the old session
             return await self._gone(session, "id cycle")
         data = mine if changes is None else _apply(changes, taken.data)
-        packed = codec.pack(data)
+        packed = self.codec.pack(data)
         if own_policy:
             base = replace(base, policy=new.policy)
         if packed != new.packed or base.policy != new.policy:
