@@ -5,6 +5,7 @@ registered left out (logged), never instantiated."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections import OrderedDict
@@ -531,3 +532,57 @@ async def test_int_enums_of_two_classes_with_equal_values_stay_apart(
     )
     same(data, seen[0])
     assert seen[0]["c"][0] is Other.ONE and seen[0]["c"][1] is Level.LOW
+
+
+async def test_typed_values_survive_cycle_id_and_a_merged_save(
+    dstore: DynamoDBStore, clock: Clock
+) -> None:
+    """The id cycle at login and a save merged after a lost race re-encode the data: with the
+    middleware's registered types too."""
+    first = await fetch(middleware(recorder([], {"cart": LINE}), dstore, types=TYPES, clock=clock))
+    cookie = cookie_of(first)
+
+    async def login(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        session = scope["session"]
+        session["role"] = Role.ADMIN
+        session.cycle_id()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    response = await fetch(middleware(login, dstore, types=TYPES, clock=clock), f"id={cookie}")
+    assert response.status_code == 200
+    cycled = cookie_of(response)
+    assert sid(cycled) != sid(cookie)
+    seen: list[dict[str, Any]] = []
+    await fetch(middleware(recorder(seen), dstore, types=TYPES, clock=clock), f"id={cycled}")
+    same({"cart": LINE, "role": Role.ADMIN}, seen[0])
+
+    # Two requests load the same version; the second to save merges onto the first's write.
+    gate = asyncio.Event()
+    loaded = asyncio.Event()
+
+    def writer(key: str, value: Any, wait: bool) -> Any:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            session = scope["session"]
+            session[key] = value
+            if wait:
+                loaded.set()
+                await gate.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        return middleware(app, dstore, types=TYPES, clock=clock)
+
+    slow = asyncio.create_task(fetch(writer("level", Level.HIGH, True), f"id={cycled}"))
+    await loaded.wait()
+    fast = await fetch(writer("perm", Perm.READ, False), f"id={cycled}")
+    gate.set()
+    assert fast.status_code == 200 and (await slow).status_code == 200
+    seen.clear()
+    await fetch(middleware(recorder(seen), dstore, types=TYPES, clock=clock), f"id={cycled}")
+    same(
+        {"cart": LINE, "role": Role.ADMIN, "level": Level.HIGH, "perm": Perm.READ},
+        dict(
+            sorted(seen[0].items(), key=lambda kv: ["cart", "role", "level", "perm"].index(kv[0]))
+        ),
+    )
