@@ -34,6 +34,12 @@ STARTUP = 180.0  # generous: moto, dynalite and uvicorn start slowly on a loaded
 STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
 
 pytestmark = pytest.mark.skipif(not PROC.is_dir(), reason="finds processes through Linux /proc")
+#: For the tests that do not use the test server: `make test` runs them in its moto pass only.
+once = pytest.mark.skipif(
+    os.environ.get("DYNAMO_TEST_SERVER", "").strip().lower() == "dynalite"
+    and not os.environ.get("DYNAMODB_ENDPOINT_URL"),
+    reason="independent of the test server: runs in the moto pass of make test",
+)
 
 
 # -- processes and ports, read from /proc ----------------------------------------------------------
@@ -242,6 +248,7 @@ def _serving(run: Callable[..., Run], ports: tuple[int, int]) -> Run:
     return serve
 
 
+@once
 @pytest.mark.parametrize("sig", STOP_SIGNALS, ids=lambda s: s.name)
 def test_serve_stops_its_moto_server_on(
     sig: signal.Signals, run: Callable[..., Run], ports: tuple[int, int]
@@ -262,6 +269,7 @@ def test_serve_stops_its_moto_server_on(
     _assert_all_stopped(serve, started, set(ports))
 
 
+@once
 def test_serve_stops_its_moto_server_when_stopped_while_starting(
     run: Callable[..., Run], ports: tuple[int, int]
 ) -> None:
@@ -282,6 +290,7 @@ def test_serve_stops_its_moto_server_when_stopped_while_starting(
     _assert_all_stopped(serve, started, set(ports))
 
 
+@once
 def test_serve_says_the_app_port_is_taken_and_starts_nothing(
     run: Callable[..., Run], ports: tuple[int, int]
 ) -> None:
@@ -299,6 +308,7 @@ def test_serve_says_the_app_port_is_taken_and_starts_nothing(
     _assert_all_stopped(serve, set(), {ports[1]})
 
 
+@once
 def test_serve_stops_its_moto_server_when_the_app_fails_to_start(
     run: Callable[..., Run], ports: tuple[int, int]
 ) -> None:
@@ -316,6 +326,7 @@ def test_serve_stops_its_moto_server_when_the_app_fails_to_start(
     _assert_all_stopped(serve, seen, set(ports))
 
 
+@once
 def test_serve_names_a_run_still_going_and_a_server_left_behind(
     run: Callable[..., Run], ports: tuple[int, int]
 ) -> None:
@@ -351,6 +362,7 @@ def _dynalite_available() -> bool:
     return local.exists() or bool(os.environ.get("DYNALITE_BIN"))
 
 
+@once
 @pytest.mark.skipif(not _dynalite_available(), reason="the bench needs dynalite (make node)")
 @pytest.mark.parametrize("sig", STOP_SIGNALS, ids=lambda s: s.name)
 def test_bench_stops_its_servers_on(
@@ -376,6 +388,7 @@ def test_bench_stops_its_servers_on(
     _assert_all_stopped(bench, started, ports)
 
 
+@once
 def test_bench_server_start_fails_on_a_taken_port_and_leaves_nothing() -> None:
     from benchmarks import _env
 
