@@ -259,6 +259,7 @@ async def run(
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     endpoint = os.environ.get("DYNAMODB_ENDPOINT_URL") or None
+    how = ""
     # Outermost: from here on a stop signal unwinds the `with` blocks, which stop what they started.
     with _children.stop_on_signals():
         try:
@@ -272,12 +273,9 @@ def main(argv: list[str] | None = None) -> None:
                         endpoint = stack.enter_context(moto_server(args.moto_port))
                 asyncio.run(run(args.app, endpoint, sock, args.secure))
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP as _children.Stopped
-            how = stop.name if isinstance(stop, _children.Stopped) else "SIGINT"
-            with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
-                print(f"stopped ({how})", flush=True)
-            return
-    with contextlib.suppress(OSError):
-        print("stopped", flush=True)
+            how = f" ({getattr(stop, 'name', 'SIGINT')})"
+    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+        print(f"stopped{how}", flush=True)
 
 
 if __name__ == "__main__":
