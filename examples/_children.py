@@ -89,7 +89,12 @@ def start(
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     """End the child and everything in its process group: SIGTERM, then SIGKILL to whatever is
-    left after `grace` seconds; returns once none of them runs (or after another 5 s)."""
+    left after `grace` seconds; returns once none of them runs (or after another 5 s).
+
+    A child that had already exited and been waited for is left alone: its pid may by now
+    belong to a process group that is not ours."""
+    if proc.returncode is not None:
+        return
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         if proc.poll() is None or _group_alive(proc.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -170,10 +175,11 @@ def _listening_inodes(port: int) -> set[str]:
 def _describe(pid: int) -> Holder:
     proc = Path("/proc") / str(pid)
     try:
-        command = proc.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        raw = proc.joinpath("cmdline").read_bytes()
         environ = proc.joinpath("environ").read_bytes().split(b"\0")
-    except OSError:
+    except OSError:  # gone, or another user's
         return Holder(pid, "")
+    command = raw.replace(b"\0", b" ").decode(errors="replace").strip()
     marker = STARTED_BY.encode() + b"="
     for entry in environ:
         if entry.startswith(marker):
