@@ -220,6 +220,38 @@ def _assert_all_stopped(run: Run, started: set[tuple[int, str]], ports: set[int]
     assert not busy, f"ports still taken: {busy}\n{run.output}"
 
 
+STUBBORN = """
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL ends it, and its child
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+GRANDCHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+
+
+@once
+def test_stop_ends_a_child_in_its_own_session_and_its_whole_group(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with out.open("wb") as log:
+        proc = _children.start([sys.executable, "-c", STUBBORN, GRANDCHILD], "a test", output=log)
+    try:
+        grandchild = _wait_for(lambda: out.read_text().strip(), STARTUP, "no grandchild started")
+        leader, below = _identity(proc.pid), _identity(int(grandchild))
+        assert leader and below
+        assert os.getsid(proc.pid) == proc.pid != os.getsid(0)  # its own session
+        assert os.getpgid(below[0]) == proc.pid
+
+        _children.stop(proc, grace=1.0)
+
+        assert proc.returncode == -signal.SIGKILL
+        assert not _alive(leader) and not _alive(below)
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 # -- make example: python -m examples.serve ---------------------------------------------------
 
 
