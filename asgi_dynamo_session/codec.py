@@ -524,12 +524,12 @@ def inflate(body: bytes | memoryview, limit: int) -> bytes:
     return out
 
 
-_PLAINTEXT = {size: Framing(max_data_size=size) for size in (MAX_DATA_SIZE,)}
+_PLAINTEXT = Framing()
 
 
 def _unsealed(compress_above: int | None, max_data_size: int) -> Framing:
-    if compress_above is None and max_data_size in _PLAINTEXT:
-        return _PLAINTEXT[max_data_size]
+    if compress_above is None and max_data_size == MAX_DATA_SIZE:
+        return _PLAINTEXT
     return Framing(compress_above=compress_above, max_data_size=max_data_size)
 
 
