@@ -164,9 +164,11 @@ class Persister:
             return Cookie.EXPIRE, now
         if intents is not None and intents.cycle:
             return await self._cycle(session, loaded, now), now
-        packed = self.codec.pack(session)
+        packed, plain = self.codec.pack_flagged(session)
         if packed != loaded.packed or (intents is not None and intents.any()):
+            session._plain = None
             return await self._write(session, loaded, packed, now), now
+        session._plain = packed if plain else None  # unchanged: what the late check compares
         new_end = self._ends(loaded.policy, loaded.created_at, now)
         if self._touch_due(loaded, new_end):
             return await self._touch(session, loaded, new_end, now), now

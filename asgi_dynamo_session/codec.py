@@ -186,9 +186,22 @@ class Codec:
     def pack(self, data: Mapping[str, Any]) -> bytes:
         """MessagePack bytes of `data`; a value that cannot be stored is a TypeError naming its
         key and type (then nothing may be written)."""
+        return self.pack_flagged(data)[0]
+
+    def native(self, data: Mapping[str, Any]) -> bytes | None:
+        """Plain MessagePack of `data`, unchecked (None if it does not encode): equal to an
+        earlier `pack_flagged` result marked plain only if no value changed but for its type."""
+        try:
+            return self._encoder.encode(data)
+        except (TypeError, msgspec.EncodeError, OverflowError, RecursionError):
+            return None
+
+    def pack_flagged(self, data: Mapping[str, Any]) -> tuple[bytes, bool]:
+        """`pack`, and whether MessagePack alone carried every value (no extension types)."""
         if not isinstance(data, dict):
             data = dict(data.items())
-        if _native(dict.values(data)):
+        plain = _native(dict.values(data))
+        if plain:
             prepared: dict[str, Any] = data
         else:
             prepared = dict(dict.items(data))
@@ -202,7 +215,7 @@ class Codec:
             bad = next(key for key in dict.keys(data) if type(key) is not str)
             raise TypeError(f"session keys must be str, got {bad!r} ({type(bad).__name__})")
         try:
-            return self._encoder.encode(prepared)
+            return self._encoder.encode(prepared), plain
         except (TypeError, msgspec.EncodeError, OverflowError) as exc:
             for key, value in dict.items(prepared):  # find the culprit (an int over 64 bits)
                 try:

@@ -260,6 +260,16 @@ class SessionMiddleware:
         session = self._current(scope, session)
         intents = session._intents
         pending = None if intents is None else intents.pending
+        plain = session._plain
+        # Read-only so far: plain data that encodes the same is unchanged (a value that changed
+        # only its type, to one MessagePack writes alike, is the one thing this cannot see).
+        if (
+            pending is None
+            and (intents is None or not intents.any())
+            and plain is not None
+            and self.codec.native(session) == plain
+        ):
+            return
         if not session.modified and pending is None:
             return
         had_id = session.id

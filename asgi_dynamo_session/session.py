@@ -60,6 +60,7 @@ class Session(dict[str, Any]):
     _owner: Any = None  # the middleware's Persister: saves and computes expiry dates
     _loaded: Snapshot | None = None  # None until the session is stored
     _intents: Intents | None = None  # created on the first intent
+    _plain: bytes | None = None  # unchanged plain data at the last commit (codec.native form)
     _cookie = NO_COOKIE
 
     # -- what the middleware reads ---------------------------------------------------------

@@ -586,3 +586,25 @@ async def test_typed_values_survive_cycle_id_and_a_merged_save(
             sorted(seen[0].items(), key=lambda kv: ["cart", "role", "level", "perm"].index(kv[0]))
         ),
     )
+
+
+async def test_a_change_after_the_response_started_is_still_saved(
+    dstore: DynamoDBStore, clock: Clock
+) -> None:
+    """A read-only start, then a nested change (through a reference taken before the start) and
+    a typed value while the body streams: both stored by the late save."""
+    first = await fetch(middleware(recorder([], {"cart": {"n": 1}}), dstore, clock=clock))
+    cookie = cookie_of(first)
+
+    async def streaming(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        cart = scope["session"]["cart"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        cart["n"] = 2
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        scope["session"]["when"] = date(2027, 1, 1)
+        await send({"type": "http.response.body", "body": b"b"})
+
+    await fetch(middleware(streaming, dstore, clock=clock), f"id={cookie}")
+    seen: list[dict[str, Any]] = []
+    await fetch(middleware(recorder(seen), dstore, clock=clock), f"id={cookie}")
+    same({"cart": {"n": 2}, "when": date(2027, 1, 1)}, seen[0])
