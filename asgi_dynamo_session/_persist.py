@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import codec
+from . import _telemetry, codec
 from ._ids import log_id, new_id
 from .errors import SessionConflict, StoreError
 from .expiry import Expiry, OnSessionEnd, dump_policy, expiry_date, load_policy, window
@@ -169,6 +169,7 @@ class Persister:
         record = self._record(session, new_id(), codec.pack(session), now)
         record.version = 0
         await self.store.create(record)
+        _telemetry.count("create")
         self._adopt(session, record)
 
     async def _end(self, session: Session) -> Cookie:
@@ -210,6 +211,7 @@ class Persister:
             if not live:
                 return await self._gone(session, "expiry refresh")
             session._stored_expiry = new_end
+            _telemetry.count("touch")
             return Cookie.REFRESH
         packed = session._packed if session._packed is not None else codec.pack(session)
         return await self._save(session, packed, self.clock())
@@ -234,12 +236,14 @@ class Persister:
                 logger.info(
                     "session %s changed meanwhile; merged (try %d)", log_id(session_id), attempt + 1
                 )
+                _telemetry.count("merge")
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
                 continue
             if attempt:
                 dict.clear(session)
                 dict.update(session, record.data)
             self._adopt(session, record)
+            _telemetry.count("save")
             return Cookie.REFRESH
         raise StoreError(f"session save gave up after {self.save_attempts} conflicting writes")
 
