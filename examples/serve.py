@@ -147,6 +147,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def check_table(table: str, endpoint_url: str | None, ttl: bool) -> None:
+    """Print what `asgi-dynamo-session check` says of the table (a mismatch is shown, not fatal)."""
+    where = ["--endpoint-url", endpoint_url] if endpoint_url else []
+    command = ["check", "--table", table, *where, *([] if ttl else ["--no-ttl"])]
+    subprocess.run([sys.executable, "-m", "asgi_dynamo_session", *command], check=False)
+
+
 async def run(app_name: str, endpoint_url: str | None, host: str, port: int) -> None:
     import uvicorn
 
@@ -160,6 +167,7 @@ async def run(app_name: str, endpoint_url: str | None, host: str, port: int) -> 
         ttl = await store.create_table()
         where = endpoint_url or "AWS"
         print(f"table {table} ready on {where} (TTL {'on' if ttl else 'off'})", flush=True)
+        check_table(table, endpoint_url, ttl)
         module: Any = importlib.import_module(APPS[app_name])
         # secure=False: the demo is plain http on localhost, and a client that is not a browser
         # (curl, httpx) drops a Secure cookie there. Keep the default secure=True in production.

@@ -118,8 +118,10 @@ async def purge(
         if out.resume_key is not None:
             params["ExclusiveStartKey"] = out.resume_key
         page = await client.scan(**params)
-        out.scanned += int(page.get("ScannedCount", 0))
+        before, page_scanned = out.scanned, int(page.get("ScannedCount", 0))
         items: list[dict[str, Any]] = page.get("Items", [])
+        if not items:
+            out.scanned += page_scanned
         progress.update(out.scanned, out.deleted)
         for i in range(0, len(items), size):
             batch = items[i : i + size]
@@ -136,6 +138,8 @@ async def purge(
                 await store._batch_delete(wire, keys, 8)
             out.deleted += len(batch)
             out.resume_key = keys[-1]
+            # the page's scanned items, counted as its expired ones are worked through
+            out.scanned = before + page_scanned * (i + len(batch)) // len(items)
             progress.update(out.scanned, out.deleted)
         out.resume_key = page.get("LastEvaluatedKey")
         if out.resume_key is None:

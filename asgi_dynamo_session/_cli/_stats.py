@@ -144,10 +144,11 @@ def report(stats: Stats) -> str:
         )
     lines += [
         "",
-        f"prices: on-demand, {stats.price_region} (US East, N. Virginia), Standard table class: "
-        f"${stats.write_price:g} per million write request units, ${stats.read_price:g} per "
-        "million read request units; other regions differ (--write-price, --read-price).",
-        f"A save (PutItem or UpdateItem) costs the write units above; a load is a {reads} "
-        "GetItem; a transaction costs twice.",
+        f"prices: on-demand, {stats.price_region} (US East, N. Virginia), Standard table class:",
+        f"  ${stats.write_price:g} per million write request units, ${stats.read_price:g} per "
+        "million read request units",
+        "  (other regions differ: --write-price, --read-price). A save (PutItem, UpdateItem)",
+        f"  costs the write units above, a load ({reads} GetItem) the read units;",
+        "  a transaction costs twice.",
     ]
     return "\n".join(lines) + "\n"

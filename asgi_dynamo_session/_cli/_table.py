@@ -171,25 +171,17 @@ async def pitr_finding(client: Any, table: str) -> Finding:
     if status == "ENABLED":
         return Finding("ok", "point-in-time recovery ENABLED")
     return Finding(
-        "advice",
-        "point-in-time recovery is off; optional for sessions, but it restores them after a "
-        f"mistaken bulk delete (aws dynamodb update-continuous-backups --table-name {table} "
-        "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true)",
+        "advice", "point-in-time recovery is off (optional: it undoes a mistaken bulk delete)"
     )
 
 
 def protection_finding(table: dict[str, Any]) -> Finding:
-    name = table.get("TableName", "?")
     enabled = table.get("DeletionProtectionEnabled")
     if enabled:
         return Finding("ok", "deletion protection on")
     if enabled is None:
         return Finding("advice", "deletion protection status unknown (not on this server)")
-    return Finding(
-        "advice",
-        "deletion protection is off; deleting the table logs every user out "
-        f"(aws dynamodb update-table --table-name {name} --deletion-protection-enabled)",
-    )
+    return Finding("advice", "deletion protection is off (deleting the table logs everyone out)")
 
 
 async def findings(client: Any, props: DynamoDBStoreProps, *, ttl: bool = True) -> list[Finding]:
