@@ -107,7 +107,15 @@ else:
 def request_attributes(action: str, params: dict[str, Any]) -> dict[str, Any]:
     """Span attributes of a request: the operation and table names, never keys or items."""
     table = params.get("TableName")
-    tables = [table] if table is not None else list(params.get("RequestItems", ()))
+    requests = params.get("RequestItems")
+    transaction = params.get("TransactItems")
+    if table is not None:
+        tables = [table]
+    elif requests is not None:
+        tables = list(requests)
+    else:  # TransactWriteItems: each part names its table
+        parts: list[dict[str, Any]] = [next(iter(p.values()), {}) for p in transaction or ()]
+        tables = list(dict.fromkeys(str(part.get("TableName")) for part in parts))
     attributes: dict[str, Any] = {
         "db.system": "dynamodb",
         "db.system.name": "aws.dynamodb",
@@ -125,8 +133,12 @@ def request_attributes(action: str, params: dict[str, Any]) -> dict[str, Any]:
         attributes["aws.dynamodb.limit"] = int(params["Limit"])
     if "ProjectionExpression" in params:
         attributes["aws.dynamodb.projection"] = str(params["ProjectionExpression"])
-    if "RequestItems" in params:
-        attributes["db.operation.batch.size"] = sum(len(v) for v in params["RequestItems"].values())
+    if requests is not None:  # BatchWriteItem: a list per table; BatchGetItem: {"Keys": [...]}
+        attributes["db.operation.batch.size"] = sum(
+            len(v["Keys"]) if isinstance(v, dict) else len(v) for v in requests.values()
+        )
+    elif transaction is not None:
+        attributes["db.operation.batch.size"] = len(transaction)
     return attributes
 
 

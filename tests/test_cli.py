@@ -602,6 +602,7 @@ def test_iam_policy_is_json_naming_the_table(layout: Layout) -> None:
         f"dynamodb:{a}"
         for a in (
             "GetItem",
+            "BatchGetItem",
             "PutItem",
             "UpdateItem",
             "DeleteItem",

@@ -242,6 +242,32 @@ async def test_failed_calls_mark_their_span(
     assert dict(failed.attributes or {})["error.type"]
 
 
+def test_transaction_and_batch_get_attributes_name_the_tables_not_the_keys() -> None:
+    from asgi_dynamo_session._telemetry import request_attributes
+
+    key = {"session_id": {"S": "SESSIONS::TOWER::secret-key"}}
+    transaction = request_attributes(
+        "TransactWriteItems",
+        {
+            "TransactItems": [
+                {"Put": {"TableName": "Sessions", "Item": key}},
+                {"ConditionCheck": {"TableName": "Sessions", "Key": key}},
+                {"Update": {"TableName": "Users", "Key": key}},
+            ]
+        },
+    )
+    assert transaction["aws.dynamodb.table_names"] == ["Sessions", "Users"]
+    assert transaction["db.operation.batch.size"] == 3
+    assert "db.collection.name" not in transaction
+    batch_get = request_attributes(
+        "BatchGetItem", {"RequestItems": {"Sessions": {"Keys": [key, key], "ConsistentRead": True}}}
+    )
+    assert batch_get["aws.dynamodb.table_names"] == ["Sessions"]
+    assert batch_get["db.operation.batch.size"] == 2
+    for attributes in (transaction, batch_get):
+        assert "secret-key" not in repr(attributes)
+
+
 # -- counters ------------------------------------------------------------------------------------
 
 

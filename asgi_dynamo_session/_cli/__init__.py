@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -410,6 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.parser.error(str(exc))
     except Failed as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except (ClientError, BotoCoreError, StoreError, OSError) as exc:
         print(f"{PROG}: {type(exc).__name__}: {exc}", file=sys.stderr)

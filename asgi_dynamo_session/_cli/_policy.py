@@ -8,9 +8,11 @@ from ..dynamodb import DynamoDBStoreProps
 
 #: What a running app needs. TransactWriteItems (users and devices) has no IAM action of its
 #: own: its Put/Update/Delete parts need the actions below, its ConditionCheck parts
-#: ConditionCheckItem. Scan is for `delete_expired()` / purge-expired.
+#: ConditionCheckItem; BatchGetItem lists a user's sessions. Scan and BatchWriteItem are for
+#: `delete_expired()` / purge-expired.
 DATA_PLANE = (
     "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
