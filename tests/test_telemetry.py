@@ -133,7 +133,8 @@ async def test_one_client_span_per_dynamodb_call(
     assert loaded is not None
     loaded.data["n"] = 1
     await tstore.save(loaded)
-    assert await tstore.touch(record.id, datetime.now(timezone.utc) + timedelta(hours=2))
+    loaded.expiry_date = datetime.now(timezone.utc) + timedelta(hours=2)
+    await tstore.touch(loaded)
     await tstore.delete(record.id)
     assert await tstore.delete_expired() == 0
 
