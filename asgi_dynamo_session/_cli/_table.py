@@ -59,6 +59,11 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def denied(exc: ClientError) -> bool:
+    """IAM refused the call (a policy without the optional statement of `iam-policy`)."""
+    return error_code(exc) in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation")
+
+
 def unsupported(exc: ClientError) -> bool:
     """The server does not implement the operation (dynalite lacks the TTL and backup calls)."""
     code = error_code(exc)
@@ -132,6 +137,12 @@ async def ttl_finding(client: Any, props: DynamoDBStoreProps) -> Finding:
     try:
         described = await client.describe_time_to_live(TableName=props.table_name)
     except ClientError as exc:
+        if denied(exc):
+            return Finding(
+                "FAIL",
+                "TTL status unknown: DescribeTimeToLive was denied (the optional statement of "
+                "`asgi-dynamo-session iam-policy` allows it)",
+            )
         if unsupported(exc):
             return Finding(
                 "FAIL",
@@ -162,6 +173,8 @@ async def pitr_finding(client: Any, table: str) -> Finding:
     except ClientError as exc:
         if unsupported(exc):
             return Finding("advice", "point-in-time recovery status unknown (not on this server)")
+        if denied(exc):
+            return Finding("advice", "point-in-time recovery status unknown (access denied)")
         raise
     status = (
         described.get("ContinuousBackupsDescription", {})
