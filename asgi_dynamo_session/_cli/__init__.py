@@ -366,15 +366,15 @@ async def _stats_command(ctx: Context) -> int:
 
 async def _revoke_user(ctx: Context) -> int:
     args, props, where, _ = ctx
-    revoke: Callable[[str], Awaitable[int]] | None = getattr(DynamoDBStore, "revoke_user", None)
-    if revoke is None:
+    if not hasattr(DynamoDBStore, "revoke_user"):
         raise Failed(
             "revoke-user needs DynamoDBStore.revoke_user (users and devices), which this "
             "version of asgi-dynamo-session does not have"
         )
     async with AsyncExitStack() as stack:
         store = await _store(stack, props, where)
-        count: int = await store.revoke_user(args.user)  # type: ignore[attr-defined]
+        revoke: Callable[[str], Awaitable[int]] = getattr(store, "revoke_user")  # noqa: B009
+        count = await revoke(args.user)
     print(f"revoked {count} session{'s' if count != 1 else ''} of user {args.user!r}")
     return 0
 
