@@ -4,6 +4,7 @@
 #   make test PYTEST_ARGS='-k ttl' extra pytest arguments
 #   DYNAMODB_ENDPOINT_URL=http://127.0.0.1:8000 make test   one run against that endpoint
 #   make lint | make example [APP=counter] [ARGS=--aws] | make bench [QUICK=1] | make clean
+#   make soak [SOAK_REQUESTS=2000] [SOAK_SEED=1]   fault soak + long model/fuzz runs, moto then dynalite
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -16,10 +17,12 @@ DYNALITE_VERSION := ^3
 APP ?= counter
 ARGS ?=
 PYTEST_ARGS ?=
+SOAK_REQUESTS ?= 2000
+SOAK_SEED ?= 1
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv node test lint example bench clean
+.PHONY: venv node test lint example bench clean soak
 
 venv: $(VENV_STAMP)
 
@@ -47,6 +50,16 @@ test: venv node
 		DYNAMO_TEST_SERVER=dynalite $(PY) -m pytest -q $(PYTEST_ARGS) || rc=1; \
 		exit $$rc; \
 	fi
+
+# The fault soak (tests/soak.py) at SOAK_REQUESTS per server and transport, printing each report,
+# and the model-based and fuzz tests with the large hypothesis profile.
+soak: venv node
+	@rc=0; for server in moto dynalite; do \
+		echo "== soak against $$server =="; \
+		DYNAMO_TEST_SERVER=$$server SOAK_REQUESTS=$(SOAK_REQUESTS) SOAK_SEED=$(SOAK_SEED) \
+		HYPOTHESIS_PROFILE=soak $(PY) -m pytest -q -s -p no:cacheprovider \
+			tests/test_soak.py tests/test_model.py tests/test_fuzz.py $(PYTEST_ARGS) || rc=1; \
+	done; exit $$rc
 
 lint: venv
 	$(VENV)/bin/ruff check .

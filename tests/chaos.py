@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
+import time
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -67,6 +69,25 @@ class Fault:
 
     action: str | None  # the DynamoDB action ("PutItem"), None for a non-DynamoDB request
     fault: str  # "forward" or a key of FAULTS
+    key: str | None  # the partition key value the request names (Key or Item), if any
+    at: float  # time.monotonic() when the request was complete
+
+
+def _partition_key(body: bytes) -> str | None:
+    """The first string attribute of the request's Key or Item (the partition key)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    for field in ("Key", "Item"):
+        attrs = document.get(field)
+        if isinstance(attrs, dict):
+            for value in attrs.values():
+                if isinstance(value, dict) and isinstance(value.get("S"), str):
+                    return str(value["S"])
+    return None
 
 
 def _answer(status: int, reason: bytes, body: bytes, crc: bool = True) -> bytes:
@@ -200,7 +221,9 @@ class ChaosProxy:
                 raw = bytes(buf[:end])
                 del buf[:end]
                 fault = self._draw()
-                self.log.append(Fault(info.action, fault))
+                self.log.append(
+                    Fault(info.action, fault, _partition_key(info.body), time.monotonic())
+                )
                 if fault in ("reset_before", "stall_before"):
                     if fault == "stall_before":
                         await asyncio.sleep(self.stall)
