@@ -73,9 +73,10 @@ PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 CREATED = T0 + 0.25
 NOW = T0 + 1.25
 INACTIVITY = timedelta(hours=12)
-#: expire_at of a session written at CREATED / by a request at NOW, under OnInactivity(12 h).
-CREATED_EXPIRE_AT = int(CREATED + INACTIVITY.total_seconds()) + 1
-REQUEST_EXPIRE_AT = int(NOW + INACTIVITY.total_seconds()) + 1
+#: When a session written at CREATED / by a request at NOW ends under OnInactivity(12 h); the
+#: stored expire_at is that moment in whole seconds (rounded either way).
+CREATED_END = CREATED + INACTIVITY.total_seconds()
+REQUEST_END = NOW + INACTIVITY.total_seconds()
 INITIAL: dict[str, Any] = {"a": "a0", "b": "b0", "n": {"x": "x0"}}
 OPS = ("set", "same", "delete", "pop_last", "clear", "flush", "cycle", "nested", "expiry", "touch")
 WRITES = ("create", "save", "delete", "touch", "take")
@@ -316,7 +317,7 @@ def make_app(program: Program, seen: list[Seen]) -> Any:
 class Live:
     data: dict[str, Any]
     policy: float | None  # an AtDateTime end, or None for the middleware's OnInactivity
-    expire_at: int
+    expire_at: float  # the exact end; the item holds it in whole seconds
 
 
 def kind_of(ops: list[str], obs: Seen) -> str:
@@ -359,9 +360,9 @@ def cookie_kind(cookies: list[str]) -> tuple[str, str | None]:
     return "set", value
 
 
-def expire_at_for(policy: float | None) -> int:
-    """The expire_at a request's write or touch gives a session with this policy."""
-    return REQUEST_EXPIRE_AT if policy is None else int(policy)
+def expire_at_for(policy: float | None) -> float:
+    """The end a request's write or touch gives a session with this policy."""
+    return REQUEST_END if policy is None else policy
 
 
 @dataclass
@@ -402,6 +403,7 @@ def check(
     by_index = {i: req for req, i in lin.items()}
     last_call = {c.req: i for i, c in enumerate(log)}
     ended: set[int] = set()  # applied requests whose change ended the session
+    live_when_dropped: dict[int, bool] = {}  # unapplied requests: was the session still live?
 
     for index, call in enumerate(log):
         if call.name == "load":
@@ -447,7 +449,10 @@ def check(
                 else:
                     live[old] = Live(data, policy, expire_at_for(policy))
         dropped = call.req in wants and call.req not in lin and last_call[call.req] == index
-        if dropped and seen[call.req].loaded_id in live:
+        if dropped:
+            live_when_dropped[call.req] = seen[call.req].loaded_id in live
+        # a touch may lose to a concurrent write harmlessly (that write renewed the expiry)
+        if dropped and kinds[call.req] != "touch" and seen[call.req].loaded_id in live:
             verdict.bad(
                 f"r{call.req} ({kinds[call.req]}): its write was dropped although the "
                 "session was still live"
@@ -461,7 +466,10 @@ def check(
         if req not in wants:
             continue
         if req not in lin:
-            if what != "expire":
+            if live_when_dropped.get(req) and kind == "touch":
+                if what == "expire":
+                    verdict.bad(f"r{req}: a touch lost to a write, yet the cookie was expired")
+            elif what != "expire":
                 verdict.bad(
                     f"r{req} ({kind}): its write was dropped but the cookie was not expired"
                 )
@@ -515,7 +523,7 @@ async def run_example(mstore: DynamoDBStore, raw: Any, program: Program) -> None
     )
     start = await start_session(mstore, program.initial_expiry)
     policy = policy_at(-1) if program.initial_expiry else None
-    initial = Live(_plain(INITIAL), policy, CREATED_EXPIRE_AT if policy is None else int(policy))
+    initial = Live(_plain(INITIAL), policy, CREATED_END if policy is None else policy)
     scheduler = Scheduler(program.schedule)
     gate.scheduler = scheduler
     cookie = [(b"cookie", f"id={signed(start)}".encode())]
@@ -545,6 +553,32 @@ async def run_example(mstore: DynamoDBStore, raw: Any, program: Program) -> None
     assert not verdict.violations, "\n".join(["", *verdict.violations, "-- trace --", trace])
 
 
+#: The minimal counterexamples hypothesis found on the pre-fix code, run on every `make test`
+#: whatever the draw (issue 8 defect numbers). A schedule entry picks, among the requests
+#: waiting at a store call (sorted), which one runs its call next.
+REGRESSIONS = {
+    # r1 pops every key it loaded while r0 adds k0: the item is deleted and k0 lost
+    "5-pop-last-wipes-a-concurrent-write": Program(False, [["set"], ["pop_last"]], [1]),
+    # r0 saves s between r1's load and its take: the new id lacks s
+    "4-cycle-drops-an-acknowledged-write": Program(True, [["same"], ["cycle"]], [1, 0, 0]),
+    # r0 loaded before r1 set its own expiry; r0's touch gives the item 12 h again
+    "6-touch-overrides-set-expiry": Program(False, [["touch"], ["expiry"]], [0, 1, 1, 0]),
+    # r0 loaded before r1 set its own expiry; r0's merged save keeps r1's policy, not its end
+    "6-merge-overrides-set-expiry": Program(False, [["set"], ["expiry"]], [0, 1, 1, 0]),
+    # a flush racing a write and a cycle: nothing comes back under any id
+    "9-flush-racing-a-write-and-a-cycle": Program(
+        False, [["set"], ["flush"], ["cycle"]], [0, 1, 2, 1, 0, 2]
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REGRESSIONS))
+async def test_known_races_match_the_sequential_model(
+    mstore: DynamoDBStore, raw: Any, case: str
+) -> None:
+    await run_example(mstore, raw, REGRESSIONS[case])
+
+
 async def compare_table(verdict: Verdict, store: DynamoDBStore, raw: Any) -> None:
     """Every id the example touched, read back raw and loaded, against the model."""
     for session_id in sorted(verdict.ids):
@@ -569,10 +603,10 @@ async def compare_table(verdict: Verdict, store: DynamoDBStore, raw: Any) -> Non
         if got != want and not (got is not None and want is not None and _at(got) == model.policy):
             verdict.bad(f"id {short}: stored policy {got!r}, the model says {want!r}")
         expire_at = int(item["expire_at"]["N"])
-        if expire_at != model.expire_at:
+        if abs(expire_at - model.expire_at) >= 1:
             verdict.bad(
                 f"id {short}: expire_at is T0{expire_at - T0:+d}s, the model says "
-                f"T0{model.expire_at - T0:+d}s"
+                f"T0{model.expire_at - T0:+.2f}s"
             )
 
 

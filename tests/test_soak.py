@@ -15,12 +15,13 @@ from soak import Soak, SoakSettings
 
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "150"))
 SEED = int(os.environ.get("SOAK_SEED", "1"))
+RATE = float(os.environ.get("SOAK_RATE", "0.25"))  # share of DynamoDB requests with a fault
 LONG = "SOAK_REQUESTS" in os.environ
 
 
 async def test_fault_soak(dynamodb_server: Any, raw: Any, transport: str) -> None:
     table = f"soak_{uuid4().hex[:10]}"
-    settings = SoakSettings(requests=REQUESTS, seed=SEED)
+    settings = SoakSettings(requests=REQUESTS, seed=SEED, rate=RATE)
     soak = Soak(raw, dynamodb_server.endpoint_url, dynamodb_server.kind, transport, table, settings)
     try:
         report = await soak.run()
@@ -39,4 +40,5 @@ async def test_fault_soak(dynamodb_server: Any, raw: Any, transport: str) -> Non
         "cookie lifetimes disagreeing with the item": report.bad_lifetimes,
     }
     assert all(v == 0 for v in counts.values()) and report.slowest <= bound, "\n" + text
-    assert sum(report.faults.values()) > report.faults["forward"]  # faults were injected
+    if RATE:
+        assert sum(report.faults.values()) > report.faults["forward"]  # faults were injected
