@@ -2,7 +2,8 @@
 front of a DynamoDB-compatible server, and a raw in-process ASGI caller.
 
 `ChaosProxy(host, port, seed=..., rate=...)` listens on 127.0.0.1; point a store's
-``endpoint_url`` at ``proxy.endpoint_url``. For each HTTP request it draws a fault from the
+``endpoint_url`` at ``proxy.endpoint_url``. For each HTTP request it takes the next scripted
+fault for that DynamoDB action from ``proxy.plan`` if there is one, else draws a fault from the
 weights in `FAULTS` (or forwards untouched), and records what it did in ``proxy.log``:
 
 * ``reset_before``  - the request is read whole, never forwarded, and the connection reset.
@@ -161,6 +162,9 @@ class ChaosProxy:
         self.weights = [weights[n] for n in self.names]
         self.stall = stall
         self.enabled = True
+        #: Scripted faults, used before any random draw: (DynamoDB action, fault) pairs, each
+        #: applied once, in order, to the next request of that action.
+        self.plan: list[tuple[str, str]] = []
         self.log: list[Fault] = []
         self.port: int | None = None
         self._server: asyncio.Server | None = None
@@ -197,7 +201,11 @@ class ChaosProxy:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _draw(self) -> str:
+    def _draw(self, action: str | None) -> str:
+        for i, (wanted, fault) in enumerate(self.plan):
+            if wanted == action:
+                del self.plan[i]
+                return fault
         if not self.enabled or self.rng.random() >= self.rate:
             return "forward"
         return self.rng.choices(self.names, self.weights)[0]
@@ -220,7 +228,7 @@ class ChaosProxy:
                 info, end = parsed
                 raw = bytes(buf[:end])
                 del buf[:end]
-                fault = self._draw()
+                fault = self._draw(info.action)
                 self.log.append(
                     Fault(info.action, fault, _partition_key(info.body), time.monotonic())
                 )

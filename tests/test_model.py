@@ -63,7 +63,7 @@ _COMMON = {
 # ci (make test): few examples per mix and no shrinking, so a failing run stays short; the
 # trace in the failure message shows the schedule. soak (make soak): many examples, shrunk.
 settings.register_profile(
-    "ci", max_examples=10, phases=[Phase.explicit, Phase.reuse, Phase.generate], **_COMMON
+    "ci", max_examples=8, phases=[Phase.explicit, Phase.reuse, Phase.generate], **_COMMON
 )
 settings.register_profile("soak", max_examples=400, **_COMMON)
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
