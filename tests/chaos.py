@@ -211,6 +211,12 @@ class ChaosProxy:
         return self.rng.choices(self.names, self.weights)[0]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # stop() cancels connection tasks: end quietly (asyncio.streams logs a cancelled
+        # client_connected_cb task as "Exception in callback").
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._serve(reader, writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
