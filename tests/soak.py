@@ -58,7 +58,7 @@ class SoakSettings:
     requests: int = 150
     clients: int = 8
     seed: int = 1
-    rate: float = 0.25  # share of DynamoDB requests that get a fault
+    rate: float = 0.1  # share of DynamoDB requests that get a fault
     connect_timeout: float = 0.5
     read_timeout: float = 1.0
     max_attempts: int = 3

@@ -37,7 +37,7 @@ _COMMON = {
 settings.register_profile(
     "ci", max_examples=40, phases=[Phase.explicit, Phase.reuse, Phase.generate], **_COMMON
 )
-settings.register_profile("soak", max_examples=2000, **_COMMON)
+settings.register_profile("soak", max_examples=500, **_COMMON)
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 COOKIE_OCTETS = "".join(

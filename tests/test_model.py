@@ -65,7 +65,7 @@ _COMMON = {
 settings.register_profile(
     "ci", max_examples=8, phases=[Phase.explicit, Phase.reuse, Phase.generate], **_COMMON
 )
-settings.register_profile("soak", max_examples=400, **_COMMON)
+settings.register_profile("soak", max_examples=150, **_COMMON)
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 #: Fixed clocks, so expiry dates are exact: the shared session is created at CREATED, the

@@ -24,13 +24,15 @@ from asgi_dynamo_session import OnInactivity, SessionMiddleware
 
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "120"))
 SEED = int(os.environ.get("SOAK_SEED", "1"))
-RATE = float(os.environ.get("SOAK_RATE", "0.25"))  # share of DynamoDB requests with a fault
+RATE = float(os.environ.get("SOAK_RATE", "0.1"))  # share of DynamoDB requests with a fault
 LONG = "SOAK_REQUESTS" in os.environ
 
 
 async def test_fault_soak(dynamodb_server: Any, raw: Any, transport: str) -> None:
     table = f"soak_{uuid4().hex[:10]}"
-    settings = SoakSettings(requests=REQUESTS, seed=SEED, rate=RATE)
+    settings = SoakSettings(
+        requests=REQUESTS, clients=max(8, REQUESTS // 100), seed=SEED, rate=RATE
+    )
     soak = Soak(raw, dynamodb_server.endpoint_url, dynamodb_server.kind, transport, table, settings)
     try:
         report = await soak.run()
