@@ -4,7 +4,7 @@
 #   make test PYTEST_ARGS='-k ttl' extra pytest arguments
 #   DYNAMODB_ENDPOINT_URL=http://127.0.0.1:8000 make test   one run against that endpoint
 #   make lint | make example [APP=counter] [ARGS=--aws] | make bench [QUICK=1] | make clean
-#   make soak [SOAK_REQUESTS=2000] [SOAK_SEED=1]   fault soak + long model/fuzz runs, moto then dynalite
+#   make soak [SOAK_REQUESTS=2000] [SOAK_SEED=2]   fault soak + long model/fuzz runs, moto then dynalite
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -18,7 +18,7 @@ APP ?= counter
 ARGS ?=
 PYTEST_ARGS ?=
 SOAK_REQUESTS ?= 2000
-SOAK_SEED ?= 1
+SOAK_SEED ?= 2
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 

@@ -57,7 +57,7 @@ class SoakSettings:
 
     requests: int = 150
     clients: int = 8
-    seed: int = 1
+    seed: int = 2
     rate: float = 0.1  # share of DynamoDB requests that get a fault
     connect_timeout: float = 0.5
     read_timeout: float = 1.0
