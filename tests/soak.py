@@ -192,6 +192,7 @@ class Soak:
         self.rng = random.Random(settings.seed)
         self.current: dict[int, str | None] = {}  # client -> the id its cookie names
         self.failed_creates: dict[str, int] = {}  # marker of a 503 create/cycle -> client
+        self.proxy: ChaosProxy | None = None
 
     async def stored(self, session_id: str | None) -> dict[str, Any] | None:
         """The live data under an id, read straight from the server (no proxy)."""
@@ -295,11 +296,15 @@ class Soak:
                 elif op != "read" and body != expected_body:
                     report.not_app += 1
                 cookie, new_id, expired = self.follow(cookie, set_cookies)
-                model = await self.after_ok(op, key, marker, model, old_id, new_id, expired)
+                self.proxy = proxy
+                window = (started, time.monotonic())
+                model = await self.after_ok(op, key, marker, model, old_id, new_id, expired, window)
                 if new_id is not None:
                     await self.check_lifetime(new_id, set_cookies, started, marker)
             elif status == 503 and body == UNAVAILABLE and any(k == b"retry-after" for k, _ in out):
-                model = await self.after_503(op, key, marker, model, old_id, client)
+                self.proxy = proxy
+                window = (started, time.monotonic())
+                model = await self.after_503(op, key, marker, model, old_id, client, window)
             else:
                 report.not_app += 1
                 report.note(f"{op} {marker}: answered {status} {body[:80]!r}")
@@ -329,6 +334,7 @@ class Soak:
         old_id: str | None,
         new_id: str | None,
         expired: bool,
+        window: tuple[float, float],
     ) -> dict[str, Any] | None:
         """Reconcile an acknowledged answer: the table must hold exactly the model."""
         report = self.report
@@ -349,11 +355,17 @@ class Soak:
         if op in ("create", "cycle") and new_id is None:
             # the write was dropped: the session ended (or was never stored)
             report.lost_writes += sum(1 for k in expected if k.startswith("m") or k == "last")
-            report.note(f"{op} {marker}: 200 without a new session cookie (expired={expired})")
+            report.note(
+                f"{op} {marker}: 200 without a new session cookie (expired={expired}; "
+                f"{self.faults_on(old_id, window)})"
+            )
             where = None
         elif expired:
             report.lost_writes += len(expected)
-            report.note(f"{op} {marker}: 200 but the cookie was expired; {len(expected)} keys lost")
+            report.note(
+                f"{op} {marker}: 200 but the cookie was expired; {len(expected)} keys lost "
+                f"({self.faults_on(old_id, window)})"
+            )
             where = None
         else:
             where = new_id if new_id is not None else old_id
@@ -381,6 +393,7 @@ class Soak:
         model: dict[str, Any] | None,
         old_id: str | None,
         client: int,
+        window: tuple[float, float],
     ) -> dict[str, Any] | None:
         """Reconcile a 503: the change must not be stored, the old state must be intact."""
         report = self.report
@@ -401,7 +414,9 @@ class Soak:
             self.failed_creates[marker] = client
         if applied:
             report.applied_but_503 += 1
-            report.note(f"{op} {marker}: 503 although DynamoDB applied it")
+            report.note(
+                f"{op} {marker}: 503 although DynamoDB applied it ({self.faults_on(old_id)})"
+            )
         if op != "flush" and model is not None:
             got = stored or {}
             lost = [k for k, v in before.items() if got.get(k) != v and not (applied and k == key)]
@@ -409,6 +424,17 @@ class Soak:
                 report.lost_writes += len(lost)
                 report.note(f"{op} {marker}: after a 503, acknowledged {lost} are gone")
         return stored
+
+    def faults_on(self, session_id: str | None, window: tuple[float, float]) -> str:
+        """What the proxy did to the calls on this id within the request's time window."""
+        if session_id is None or self.proxy is None:
+            return "?"
+        key = key_of(session_id)["session_id"]["S"]
+        start, end = window
+        seen = [
+            f"{f.action}:{f.fault}" for f in self.proxy.log if f.key == key and start <= f.at <= end
+        ]
+        return ", ".join(seen) or "no call seen"
 
     async def check_lifetime(
         self, session_id: str, set_cookies: list[str], started: float, marker: str
