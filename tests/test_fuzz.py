@@ -31,7 +31,11 @@ from asgi_dynamo_session import DynamoDBStore, SessionMiddleware
 
 _COMMON = {
     "deadline": None,
-    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    "suppress_health_check": [
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
     "print_blob": True,
 }
 settings.register_profile(
