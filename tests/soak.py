@@ -103,13 +103,18 @@ class SoakReport:
     bad_lifetimes: int = 0
     slowest: float = 0.0
     examples: list[str] = field(default_factory=list)
+    _kinds: Counter[str] = field(default_factory=Counter)
 
     @property
     def budget(self) -> float:
         return self.settings.request_budget(self.transport)
 
     def note(self, text: str) -> None:
-        if len(self.examples) < 12:
+        """Keep an example, at most three of each kind (its first word, and whether it is about
+        a 503), so that one frequent failure does not hide the others."""
+        kind = text.split(" ", 1)[0] + (" 503" if " 503" in text else "")
+        if self._kinds[kind] < 3 and len(self.examples) < 20:
+            self._kinds[kind] += 1
             self.examples.append(text)
 
     def render(self) -> str:
@@ -452,9 +457,9 @@ class Soak:
         stamp = parsedate_to_datetime(expires.group(1)).timestamp()
         if int(max_age.group(1)) != want or abs(stamp - stored) > 1:
             self.report.bad_lifetimes += 1
-            if self.report.bad_lifetimes <= 2:
+            if self.report.bad_lifetimes <= 3:
                 self.report.note(
-                    f"{marker}: Max-Age={max_age.group(1)} (want {want}), Expires "
+                    f"cookie {marker}: Max-Age={max_age.group(1)} (want {want}), Expires "
                     f"{stamp:.0f} vs expire_at {stored}"
                 )
 
@@ -475,8 +480,7 @@ class Soak:
                     self.report.applied_but_503 += len(mine)
                     self.report.note(f"503 create/cycle {mine} stored an item anyway")
                 self.report.orphans += 1
-                if self.report.orphans <= 3:
-                    self.report.note(f"orphan item holding {sorted(data)}")
+                self.report.note(f"orphan item holding {sorted(data)}")
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
