@@ -39,7 +39,7 @@ _COMMON = {
     "print_blob": True,
 }
 settings.register_profile(
-    "ci", max_examples=40, phases=[Phase.explicit, Phase.reuse, Phase.generate], **_COMMON
+    "ci", max_examples=30, phases=[Phase.explicit, Phase.reuse, Phase.generate], **_COMMON
 )
 settings.register_profile("soak", max_examples=500, **_COMMON)
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
@@ -94,6 +94,14 @@ async def request(app: Any, headers: list[tuple[bytes, bytes]]) -> tuple[int, li
 
 # -- cookie headers -----------------------------------------------------------------------------
 
+
+def _replace(at: int, char: str, value: str) -> str:
+    """`value` with the character at `at` replaced by a different one (so it cannot verify)."""
+    if char == value[at]:
+        char = "A" if value[at] != "A" else "B"
+    return value[:at] + char + value[at + 1 :]
+
+
 latin1 = st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=120)
 separators = st.sampled_from([";", "; ", ";;", " ;", ",", ", ", "\t;", "=", ";=", " "])
 junk_value = st.one_of(
@@ -109,7 +117,7 @@ junk_value = st.one_of(
     # a real signature under a wrong id, or a real id with a broken signature: one character
     # replaced, by any latin-1 character (a non-ASCII one reaches the signature comparison)
     st.builds(
-        lambda flip, char, value: value[:flip] + char + value[flip + 1 :],
+        _replace,
         st.integers(0, 86),
         st.characters(min_codepoint=0x21, max_codepoint=0xFF),
         st.builds(lambda: signed(secrets.token_urlsafe(32))),
@@ -387,6 +395,7 @@ async def test_malformed_stored_items_are_no_session(
     status, _, body = await request(app, [(b"cookie", f"id={signed(session_id)}".encode())])
     assert (status, body) == (200, b"app"), (what, attrs)
     assert len(seen) == 1
-    assert seen[0] in ({}, {"user": "u"}), seen
+    if what != "payload_byte":  # a changed byte may still decode, as other (unsigned) data
+        assert seen[0] in ({}, {"user": "u"}), seen
     if what == "none":
         assert seen == [{"user": "u"}]  # the well-formed item loads: the test can tell

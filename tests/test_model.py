@@ -63,7 +63,7 @@ _COMMON = {
 # ci (make test): few examples per mix and no shrinking, so a failing run stays short; the
 # trace in the failure message shows the schedule. soak (make soak): many examples, shrunk.
 settings.register_profile(
-    "ci", max_examples=8, phases=[Phase.explicit, Phase.reuse, Phase.generate], **_COMMON
+    "ci", max_examples=6, phases=[Phase.explicit, Phase.reuse, Phase.generate], **_COMMON
 )
 settings.register_profile("soak", max_examples=150, **_COMMON)
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
@@ -79,7 +79,7 @@ CREATED_END = CREATED + INACTIVITY.total_seconds()
 REQUEST_END = NOW + INACTIVITY.total_seconds()
 INITIAL: dict[str, Any] = {"a": "a0", "b": "b0", "n": {"x": "x0"}}
 OPS = ("set", "same", "delete", "pop_last", "clear", "flush", "cycle", "nested", "expiry", "touch")
-WRITES = ("create", "save", "delete", "touch", "take")
+WRITES = ("create", "save", "delete", "touch", "take", "remove")
 MAX_AGE = re.compile(r"; Max-Age=(\d+);")
 
 #: Which request a store call belongs to (-1: the harness itself, not gated).
@@ -101,16 +101,19 @@ class Call:
 
     @property
     def wrote(self) -> bool:
-        """A write that took effect (a False touch/take changed nothing)."""
+        """A write that took effect (a take that found nothing, or a touch answering False,
+        changed nothing)."""
         if self.name not in WRITES or not self.ok:
             return False
-        return self.name not in ("touch", "take") or bool(self.result)
+        if self.name == "take":
+            return bool(self.result)
+        return not (self.name == "touch" and self.result is False)
 
     def __str__(self) -> str:
         short = "-" if self.session_id is None else self.session_id[:6]
         outcome = "ok" if self.ok else f"raised {self.result}"
-        if self.ok and self.name in ("touch", "take"):
-            outcome = f"-> {bool(self.result)}"
+        if self.ok and self.name in ("take", "touch"):
+            outcome = f"-> {bool(self.result)}" if self.name == "take" else "ok"
         if self.ok and self.name == "load":
             outcome = f"-> {self.result!r}"
         return f"r{self.req} {self.name}({short}) {outcome}"
@@ -170,12 +173,12 @@ class GateStore:
         try:
             result = await getattr(self.inner, name)(*args, **kwargs)
         except Exception as exc:
-            if name in ("create", "save"):
+            if hasattr(args[0], "id"):  # a Record: create, save, touch, remove
                 session_id = args[0].id
             sched.log.append(Call(req, name, session_id, False, type(exc).__name__))
             raise
         shown: Any = result
-        if name in ("create", "save"):
+        if hasattr(args[0], "id"):
             session_id = args[0].id
         elif name == "load":
             shown = None if result is None else _plain(result.data)
@@ -194,11 +197,14 @@ class GateStore:
     async def delete(self, session_id: str, *args: Any, **kwargs: Any) -> Any:
         return await self._gated("delete", session_id, session_id, *args, **kwargs)
 
-    async def touch(self, session_id: str, *args: Any, **kwargs: Any) -> Any:
-        return await self._gated("touch", session_id, session_id, *args, **kwargs)
+    async def touch(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+        return await self._gated("touch", getattr(target, "id", target), target, *args, **kwargs)
 
     async def take(self, session_id: str, *args: Any, **kwargs: Any) -> Any:
         return await self._gated("take", session_id, session_id, *args, **kwargs)
+
+    async def remove(self, record: Any, *args: Any, **kwargs: Any) -> Any:
+        return await self._gated("remove", None, record, *args, **kwargs)
 
 
 def _plain(data: Any) -> Any:
@@ -392,7 +398,7 @@ def check(
                 created[req] = c.session_id
                 verdict.ids.add(c.session_id)
         if kind == "cycle":
-            removal = [i for i, c in calls if c.name in ("take", "delete") and c.wrote]
+            removal = [i for i, c in calls if c.name in ("take", "delete", "remove") and c.wrote]
             if removal:
                 lin[req] = removal[0]
         else:
@@ -421,7 +427,7 @@ def check(
                 if new is not None:
                     live[new] = Live(obs.final, mine, expire_at_for(mine))
             elif current is None:
-                if kind == "end" or log[index].name in ("delete", "take"):
+                if kind == "end" or log[index].name in ("delete", "take", "remove"):
                     ended.add(req)  # removing what is already gone changes nothing
                 else:
                     verdict.bad(f"r{req} ({kind}): a write succeeded on a session that had ended")
