@@ -377,6 +377,8 @@ def _item(**changes: Any) -> tuple[dict[str, Any], str]:
 @example(case=_item(expiry_policy={"S": "inactivity:inf"}), write=False)
 @example(case=_item(expiry_policy={"S": "at:1e20"}), write=False)
 @example(case=_item(expiry_policy={"S": "at:nan"}), write=True)
+@example(case=_item(version={"N": "0"}), write=True)  # found after the fixes: 503 on every save
+@example(case=_item(version={"N": "-1"}), write=True)
 async def test_malformed_stored_items_are_no_session(
     fstore: DynamoDBStore, raw: Any, case: tuple[dict[str, Any], str], write: bool
 ) -> None:
