@@ -419,9 +419,8 @@ class Soak:
             self.failed_creates[marker] = client
         if applied:
             report.applied_but_503 += 1
-            report.note(
-                f"{op} {marker}: 503 although DynamoDB applied it ({self.faults_on(old_id)})"
-            )
+            faults = self.faults_on(old_id, window)
+            report.note(f"{op} {marker}: 503 although DynamoDB applied it ({faults})")
         if op != "flush" and model is not None:
             got = stored or {}
             lost = [k for k, v in before.items() if got.get(k) != v and not (applied and k == key)]
