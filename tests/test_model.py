@@ -398,13 +398,22 @@ def check(
                 created[req] = c.session_id
                 verdict.ids.add(c.session_id)
         if kind == "cycle":
-            removal = [i for i, c in calls if c.name in ("take", "delete", "remove") and c.wrote]
+            removal = [
+                i
+                for i, c in calls
+                if c.name in ("take", "delete", "remove")
+                and c.wrote
+                and c.session_id == seen[req].loaded_id
+            ]
             if removal:
                 lin[req] = removal[0]
         else:
             writes = [i for i, c in calls if c.wrote]
             if writes:
-                lin[req] = writes[-1]
+                lin[req] = writes[0]
+            saves = [c for _, c in calls if c.wrote and c.name in ("save", "remove")]
+            if len(saves) > 1:  # the app changes nothing after the response started
+                verdict.bad(f"r{req}: {len(saves)} writes where one was due (a redundant save)")
     wants = {r for r, k in enumerate(kinds) if k not in ("none", "touch") or r in touched}
     by_index = {i: req for req, i in lin.items()}
     last_call = {c.req: i for i, c in enumerate(log)}
@@ -571,6 +580,10 @@ REGRESSIONS = {
     "6-touch-overrides-set-expiry": Program(False, [["touch"], ["expiry"]], [0, 1, 1, 0]),
     # r0 loaded before r1 set its own expiry; r0's merged save keeps r1's policy, not its end
     "6-merge-overrides-set-expiry": Program(False, [["set"], ["expiry"]], [0, 1, 1, 0]),
+    # found by the soak profile after the fixes: r0 sets k0 then s, r1's save of s wins; r0's
+    # merged data equals its session but in another key order, so the session still counts
+    # as modified and is saved a second time at the end of the body
+    "redundant-save-after-a-merge": Program(False, [["set", "same"], ["same"]], [0, 1, 1]),
     # a flush racing a write and a cycle: nothing comes back under any id
     "9-flush-racing-a-write-and-a-cycle": Program(
         False, [["set"], ["flush"], ["cycle"]], [0, 1, 2, 1, 0, 2]
