@@ -339,9 +339,11 @@ def broken_items(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
         data[at] = value
         attrs["data"] = {"B": bytes(data[:cut])}
     elif what in ("version", "created_at"):
+        # version 0 has its own test below (test_a_stored_version_below_one_is_never_a_503)
+        some = numbers.filter(lambda n: n != "0") if what == "version" else numbers
         attrs[what] = draw(
             st.one_of(
-                st.builds(lambda n: {"N": n}, numbers),
+                st.builds(lambda n: {"N": n}, some),
                 st.builds(lambda s: {"S": s}, st.text(max_size=20)),
                 st.just(None),
             )
@@ -377,7 +379,6 @@ def _item(**changes: Any) -> tuple[dict[str, Any], str]:
 @example(case=_item(expiry_policy={"S": "inactivity:inf"}), write=False)
 @example(case=_item(expiry_policy={"S": "at:1e20"}), write=False)
 @example(case=_item(expiry_policy={"S": "at:nan"}), write=True)
-@example(case=_item(version={"N": "0"}), write=True)  # found after the fixes: 503 on every save
 @example(case=_item(version={"N": "-1"}), write=True)
 async def test_malformed_stored_items_are_no_session(
     fstore: DynamoDBStore, raw: Any, case: tuple[dict[str, Any], str], write: bool
@@ -401,3 +402,20 @@ async def test_malformed_stored_items_are_no_session(
         assert seen[0] in ({}, {"user": "u"}), seen
     if what == "none":
         assert seen == [{"user": "u"}]  # the well-formed item loads: the test can tell
+
+
+@pytest.mark.parametrize("version", ["0", "-1", "1.5"])
+async def test_a_stored_version_below_one_is_never_a_503(
+    fstore: DynamoDBStore, raw: Any, version: str
+) -> None:
+    """Found after the fixes (a case of defect 7): an item whose `version` is 0 loads, and then
+    every save of it answers 503 ("gave up after 8 conflicting writes"), until it expires. The
+    write must succeed or the item be no session: the app's 200 either way. (Kept out of the
+    hypothesis test, whose generated cases would not run past a failing explicit one.)"""
+    attrs, _ = _item(version={"N": version})
+    session_id = secrets.token_urlsafe(32)
+    await raw.put_item(TableName=fstore.props.table_name, Item={**key_of(session_id), **attrs})
+    seen: list[dict[str, Any]] = []
+    app = SessionMiddleware(reader_app(seen, write=True), store=fstore, secret_keys=SECRET)
+    status, _, body = await request(app, [(b"cookie", f"id={signed(session_id)}".encode())])
+    assert (status, body) == (200, b"app"), (status, body)
