@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import codec
+from . import _telemetry, codec
 from ._ids import log_id, new_id
 from .errors import SessionConflict, StoreError
 from .events import OnEvent, notify
@@ -222,6 +222,7 @@ class Persister:
         record = self._record(session, new_id(), base, data, codec.pack(data), now)
         record.version = 0
         await self.store.create(record)
+        _telemetry.count("create")
         self._settled(session, record, data)
 
     async def _end(self, session: Session) -> Cookie:
@@ -321,6 +322,7 @@ class Persister:
                 return await self._gone(session, "expiry refresh")
             return self._unchanged(session)  # written meanwhile: that write set the expiry
         session._loaded = replace(loaded, expires=new_end)
+        _telemetry.count("touch")
         return Cookie.REFRESH
 
     async def _write(self, session: Session, loaded: Snapshot, packed: bytes, now: float) -> Cookie:
@@ -350,12 +352,14 @@ class Persister:
                 logger.info(
                     "session %s changed meanwhile; merged (try %d)", log_id(loaded.id), attempt + 1
                 )
+                _telemetry.count("merge")
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
                 continue
             if not data:
                 _forget(session)
                 await notify(self.on_event, "ended", loaded.id)
                 return Cookie.EXPIRE
+            _telemetry.count("save")
             self._settled(session, record, data)
             return Cookie.REFRESH
         raise StoreError(f"session save gave up after {self.save_attempts} conflicting writes")
