@@ -134,3 +134,44 @@ async def test_an_applied_write_whose_answer_was_lost_is_a_success(
     assert old == mine or old not in items, "the old id of a cycled session is still stored"
     assert data_of(items[mine]) == {**before, "key": "marker"}
     assert not [r for r in caplog.records if "collision" in r.getMessage()]
+
+
+@pytest.mark.parametrize("take", ["UpdateItem", "DeleteItem"])  # whichever call the take makes
+async def test_a_cycle_that_answers_503_keeps_the_old_session(
+    via_proxy: Any, raw: Any, take: str
+) -> None:
+    """Found by a 25% soak after the fixes: the take's answer is lost (applied), and every read
+    that would tell the retry what happened fails too. A 503 must leave the previously stored
+    session intact (spec 10); a 200 must carry the new id holding the data."""
+    store, proxy = via_proxy
+    app = SessionMiddleware(
+        app_for_soak(), store=store, secret_keys=SECRET, expiry=OnInactivity(INACTIVITY)
+    )
+    status, out, _ = await asgi_call(app, [], path="/create", query=b"k=user&m=u")
+    assert status == 200
+    cookie = next(v.decode() for k, v in out if k == b"set-cookie").split(";")[0][3:]
+    proxy.plan = [
+        ("GetItem", "forward"),  # the request's load
+        (take, "bad_crc"),  # the take applies, its answer is refused
+        *[("GetItem", "reset_before")] * 3,  # a read-back, if any, fails every attempt
+    ]
+    status, out, body = await asgi_call(
+        app, [(b"cookie", f"id={cookie}".encode())], path="/cycle", query=b"k=key&m=marker"
+    )
+    proxy.plan = []
+    set_cookies = [v.decode() for k, v in out if k == b"set-cookie"]
+    if status == 503:
+        item = await raw.get_item(
+            TableName=store.props.table_name, Key=key_of(sid(cookie)), ConsistentRead=True
+        )
+        loaded = await store.load(sid(cookie))
+        assert loaded is not None and loaded.data == {"user": "u"}, (
+            f"503, and the old session is gone (item: {item.get('Item')})"
+        )
+    else:
+        assert (status, body) == (200, b"ok marker")
+        (header,) = set_cookies
+        new = header.split(";")[0][3:]
+        assert new and sid(new) != sid(cookie), set_cookies
+        loaded = await store.load(sid(new))
+        assert loaded is not None and loaded.data == {"user": "u", "key": "marker"}
