@@ -210,9 +210,10 @@ class Persister:
 
     def _settled(self, session: Session, record: Record, data: dict[str, Any]) -> None:
         """The write of `record` succeeded: it is what the session now stands for."""
-        if dict.__len__(session) != len(data) or dict(dict.items(session)) != data:
-            dict.clear(session)
-            dict.update(session, data)
+        # Always take `data` as it was written: a merge may give equal data in another key
+        # order, whose encoding would differ from `packed` and look like a change to save again.
+        dict.clear(session)
+        dict.update(session, data)
         packed = record.packed if record.packed is not None else self.codec.pack(data)
         policy = None if record.policy is None else load_policy(record.policy)
         session._settle(

@@ -37,10 +37,10 @@ _TOMBSTONE_AGE = 86_400
 _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
-def _whole(text: Any, upper: int) -> int:
-    """A stored Number that must be a whole number from 0 to `upper`; ValueError otherwise."""
-    if not isinstance(text, str) or not _DIGITS.fullmatch(text) or int(text) > upper:
-        raise ValueError(f"not a whole number within 0..{upper}: {str(text)[:40]!r}")
+def _whole(text: Any, upper: int, low: int = 0) -> int:
+    """A stored Number that must be a whole number from `low` to `upper`; ValueError otherwise."""
+    if not isinstance(text, str) or not _DIGITS.fullmatch(text) or not low <= int(text) <= upper:
+        raise ValueError(f"not a whole number within {low}..{upper}: {str(text)[:40]!r}")
     return int(text)
 
 
@@ -309,8 +309,10 @@ class DynamoDBStore:
             payload = item[p.data_name]["B"]
             packed = self._framing.load(payload, lambda: _context(self.key(session_id), p))
             data, whole = self._codec.load(packed)
-            version = (
-                _whole(item[p.version_name]["N"], _MAX_VERSION) if p.version_name in item else 0
+            version = (  # a stored counter starts at 1: 0 would never match a conditional save
+                _whole(item[p.version_name]["N"], _MAX_VERSION, low=1)
+                if p.version_name in item
+                else 0
             )
             created = item.get(p.created_name)
             created_at = None if created is None else _moment(_whole(created["N"], _MAX_EPOCH))
