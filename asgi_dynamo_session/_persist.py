@@ -271,15 +271,24 @@ class Persister:
     async def _cycle(self, session: Session, loaded: Snapshot, now: float) -> Cookie:
         """Move the session to a new id: create it first (so data that cannot be stored leaves
         the old session untouched), then take the old item; if another request wrote to it after
-        this one loaded, the new item gets that write too, with this request's changes on top."""
+        this one loaded, the new item gets that write too, with this request's changes on top.
+        Any failure after the take undoes it, so a failed login leaves the old session as it was.
+        """
         changes = self._changes(session, loaded)
         mine = dict(dict.items(session))
-        if not mine:  # everything removed at login: the session simply ends
-            return await self._write(session, loaded, self.codec.pack(mine), now)
-        own_policy = session._intents is not None and session._intents.expiry_set
+        if not mine:  # everything removed at login: the session ends as a whole
+            return await self._end(session)
+        intents = session._want()
+        own = (intents.cleared, intents.expiry_set, intents.expiry)
         await self._create(session, mine, loaded, now)
         new = session._loaded
         assert new is not None
+
+        def undo() -> None:  # the request's state as before the cycle, to save or retry again
+            session._loaded = loaded
+            intents.cycle = True
+            intents.cleared, intents.expiry_set, intents.expiry = own
+
         try:
             if self._fine is not None:
                 taken = await self._fine.take(loaded.id)
@@ -289,6 +298,7 @@ class Persister:
                     await self.store.delete(loaded.id)
         except StoreError:
             await self._discard(new.id)
+            undo()
             raise
         base = None if taken is None else self._snapshot(taken)
         if taken is None or base is None:
@@ -297,19 +307,38 @@ class Persister:
             return await self._gone(session, "id cycle")
         data = mine if changes is None else _apply(changes, taken.data)
         packed = self.codec.pack(data)
-        if own_policy:
+        if own[1]:
             base = replace(base, policy=new.policy)
-        if packed != new.packed or base.policy != new.policy:
-            record = self._record(session, new.id, base, data, packed, now)
-            record.version = new.version  # nobody else knows the new id: this cannot conflict
-            await self.store.save(record)
-            self._settled(session, record, data)
+        try:
+            if packed != new.packed or base.policy != new.policy:
+                record = self._record(session, new.id, base, data, packed, now)
+                record.version = new.version  # nobody else knows the new id
+                await self.store.save(record)
+                self._settled(session, record, data)
+        except (StoreError, SessionConflict) as exc:
+            if self._fine is not None:
+                await self._restore(taken)
+            await self._discard(new.id)
+            undo()
+            raise StoreError(f"session id cycle not completed: {exc}") from exc
+        await self._discard(loaded.id)  # the taken item
         logger.info("session %s cycled to %s", log_id(loaded.id), log_id(new.id))
         await notify(self.on_event, "cycled", new.id, previous=loaded.id)
         return Cookie.NEW
 
+    async def _restore(self, taken: Record) -> None:
+        """Undo a take; best effort (if it fails, the old session stays ended: fails closed)."""
+        assert self._fine is not None
+        try:
+            await self._fine.restore(taken)
+        except StoreError as exc:
+            logger.warning(
+                "session %s not restored after a failed cycle: %s", log_id(taken.id), exc
+            )
+
     async def _discard(self, session_id: str) -> None:
-        """Remove a new item no cookie will name (its cycle failed); best effort."""
+        """Remove an item no cookie will name (a cycle's taken item, or the new one of a failed
+        cycle); best effort: a taken item is never loaded, and both expire."""
         try:
             await self.store.delete(session_id)
         except StoreError as exc:
