@@ -101,6 +101,7 @@ class Persister:
             created_at=record.created_at,
             expires=record.expiry_date,
             policy=policy,
+            tokens=record._tokens,
         )
 
     def alive(self, record: Record) -> bool:
@@ -198,7 +199,7 @@ class Persister:
         """The record to write: `data` on top of the stored state `base` (None: a new one)."""
         policy = self._policy(session, base)
         created = None if base is None else base.created_at
-        return Record(
+        record = Record(
             id=session_id,
             data=data,
             expiry_date=self._ends(policy, created, now),
@@ -207,6 +208,8 @@ class Persister:
             policy=None if policy is None else dump_policy(policy),
             packed=packed,
         )
+        record._tokens = None if base is None else base.tokens
+        return record
 
     def _settled(self, session: Session, record: Record, data: dict[str, Any]) -> None:
         """The write of `record` succeeded: it is what the session now stands for."""
@@ -218,7 +221,13 @@ class Persister:
         policy = None if record.policy is None else load_policy(record.policy)
         session._settle(
             Snapshot(
-                record.id, packed, record.version, record.created_at, record.expiry_date, policy
+                record.id,
+                packed,
+                record.version,
+                record.created_at,
+                record.expiry_date,
+                policy,
+                record._tokens,
             )
         )
         session._cookie = 0
@@ -229,6 +238,7 @@ class Persister:
         """Store `data` under a fresh id (keeping the creation time and policy of `base`)."""
         record = self._record(session, new_id(), base, data, self.codec.pack(data), now)
         record.version = 0
+        record._tokens = None  # a new item: no history
         await self.store.create(record)
         _telemetry.count("create")
         self._settled(session, record, data)
@@ -313,6 +323,7 @@ class Persister:
             if packed != new.packed or base.policy != new.policy:
                 record = self._record(session, new.id, base, data, packed, now)
                 record.version = new.version  # nobody else knows the new id
+                record._tokens = new.tokens
                 await self.store.save(record)
                 self._settled(session, record, data)
         except (StoreError, SessionConflict) as exc:

@@ -34,6 +34,8 @@ DYNAMODB_ITEM_LIMIT = ITEM_LIMIT
 _MAX_EPOCH = 253_402_214_400
 _MAX_VERSION = 2**63 - 1
 _DIGITS = re.compile(r"[0-9]{1,20}")
+#: How many of an item's last write tokens it keeps (a lost answer is recognised that long).
+_TOKENS = 8
 
 
 def _whole(text: Any, upper: int, low: int = 0) -> int:
@@ -279,13 +281,16 @@ class DynamoDBStore:
         self._codec = codec.bind(self._codec, chosen)
 
     def _item(self, record: Record, version: int, token: str) -> Item:
+        """The item for `record` at `version`, written by `token`: the item keeps the tokens of
+        its last writes (newest first), so a writer whose answer was lost can tell later whether
+        its write landed even after others wrote on top of it."""
         p = self.props
         packed = record.packed if record.packed is not None else self._codec.pack(record.data)
         item = self.key(record.id)
         item[p.expiry_name] = {"N": str(epoch(record.expiry_date))}
         item[p.data_name] = {"B": self._framing.dump(packed, lambda: _context(item, p))}
         item[p.version_name] = {"N": str(version)}
-        item[p.token_name] = {"S": token}
+        item[p.token_name] = {"S": " ".join([token, *(record._tokens or "").split()][:_TOKENS])}
         if record.created_at is not None:
             item[p.created_name] = {"N": str(int(record.created_at.timestamp()))}
         if record.policy is not None:
@@ -344,13 +349,18 @@ class DynamoDBStore:
         )
         if whole:
             record._snapshot = bytes(packed)
+        record._tokens = self._tokens(item)
         return record
 
-    def _token(self, item: Item | None) -> str | None:
-        """The write token an item carries: which save wrote it."""
+    def _tokens(self, item: Item | None) -> str | None:
+        """The tokens of an item's last writes, newest first (one string, space-separated)."""
         value = None if item is None else item.get(self.props.token_name)
-        token = value.get("S") if isinstance(value, dict) else None
-        return token if isinstance(token, str) else None
+        tokens = value.get("S") if isinstance(value, dict) else None
+        return tokens if isinstance(tokens, str) else None
+
+    def _wrote(self, item: Item | None, token: str) -> bool:
+        """Whether the write named `token` made (or is under) this item's current state."""
+        return token in (self._tokens(item) or "").split()
 
     def _now(self) -> Item:
         return {":now": {"N": str(int(self._clock()))}}
@@ -416,14 +426,15 @@ class DynamoDBStore:
                 )
             except ConditionFailed as failed:
                 current = failed.item or await self._current(wire, record.id)
-                if self._token(current) != token:
+                if not self._wrote(current, token):
                     logger.warning("session id collision on create; retrying with a new id")
                     record.id = new_id()
                     continue
             except StoreError as failure:
-                if self._token(await self._after(wire, record.id, failure)) != token:
+                if not self._wrote(await self._after(wire, record.id, failure), token):
                     raise
             record.version = 1
+            record._tokens = item[self.props.token_name]["S"]
             return
         raise StoreError(
             f"no free session id after {self.props.create_key_max_retry_attempts} retries"
@@ -440,12 +451,13 @@ class DynamoDBStore:
             )
         except ConditionFailed as failed:
             current = failed.item or await self._current(wire, record.id)
-            if self._token(current) != token:
+            if not self._wrote(current, token):
                 raise self._conflict(record.id, current) from None
         except StoreError as failure:
-            if self._token(await self._after(wire, record.id, failure)) != token:
+            if not self._wrote(await self._after(wire, record.id, failure), token):
                 raise
         record.version += 1
+        record._tokens = item[self.props.token_name]["S"]
 
     async def delete(self, session_id: str) -> None:
         wire = await self._transport()
@@ -476,8 +488,13 @@ class DynamoDBStore:
             raise self._conflict(record.id, current) from None
         except StoreError as failure:
             current = await self._after(wire, record.id, failure)
-            if current is None or current.get(self.props.expiry_name) != {"N": expires}:
-                raise
+            if current is not None and current.get(self.props.expiry_name) == {"N": expires}:
+                return  # applied
+            if current is None or current.get(self.props.version_name) != {
+                "N": str(record.version)
+            }:  # ended or written meanwhile: the caller settles it as a conflict
+                raise self._conflict(record.id, current) from None
+            raise
 
     async def take(self, session_id: str) -> Record | None:
         """End the live item and return it as it was (for `cycle_id`), or None when it was not

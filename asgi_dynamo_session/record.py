@@ -28,3 +28,5 @@ class Record:
     _snapshot: bytes | None = field(default=None, init=False, repr=False, compare=False)
     # Set by a store's `take`: which take ended the record, so that `restore` can undo it.
     _taken: str | None = field(default=None, init=False, repr=False, compare=False)
+    # Set by our stores: the tokens of the stored item's last writes, carried into the next save.
+    _tokens: str | None = field(default=None, init=False, repr=False, compare=False)

@@ -28,6 +28,7 @@ class Snapshot:
     created_at: datetime | None
     expires: datetime
     policy: Expiry | None  # the session's own expiry policy, None for the middleware's
+    tokens: str | None = None  # the store's record of its last writes (carried into saves)
 
 
 class Intents:

@@ -70,9 +70,9 @@ class RefreshingStore(SessionStore, Protocol):
 
 #: DynamoDB's hard limit on one item (attribute names plus values), which MemoryStore keeps too.
 ITEM_LIMIT = 400 * 1024
-#: What the default table layout adds to a payload: the key, expiry, version, write token and
+#: What the default table layout adds to a payload: the key, expiry, version, write tokens and
 #: creation time with their names (MemoryStore counts it, so it refuses what DynamoDB would).
-_LAYOUT = 160
+_LAYOUT = 300
 
 #: How far a writer's clock may lag and still never revive a session others consider ended.
 DEFAULT_CLOCK_SKEW = timedelta(seconds=5)

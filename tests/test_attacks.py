@@ -554,3 +554,86 @@ async def test_a_response_carrying_a_session_cookie_varies_on_cookie(
     assert "cookie" in vary.lower() or "private" in cache or "no-store" in cache, (
         "Set-Cookie with the session id on a response with no Vary: Cookie / Cache-Control"
     )
+
+
+# --- a lost answer, then another request's write: recognised by the token history ---------
+
+
+@pytest.mark.parametrize("attempts", [1, 3], ids=["no-retry", "retry"])
+async def test_lost_save_answer_then_another_acknowledged_write(
+    gated: GatedProxy,
+    direct: DynamoDBStore,
+    table_name: str,
+    transport: str,
+    raw: Any,
+    attempts: int,
+) -> None:
+    """A's save is applied, its answer lost; before A's retry/read-back, B loads A's write and
+    saves the same key. Then A must not 503 (its write was applied) and must not overwrite B's
+    later, acknowledged value."""
+    cookie = cookie_of(await fetch(middleware(app_doing(lambda s: s.update(x=0)), direct)))
+    async with dynamo_store(
+        gated.endpoint_url,
+        table_name,
+        transport=transport,
+        create=False,
+        max_attempts=attempts,
+        read_timeout=30,
+    ) as via_proxy:
+        await gated.lose_next_response(action="PutItem")
+        a = asyncio.ensure_future(
+            fetch(middleware(app_doing(lambda s: s.update(x=1)), via_proxy), f"id={cookie}")
+        )
+        await asyncio.wait_for(gated.held.wait(), 20)
+        seen: list[Any] = []
+
+        def b_action(s: Session) -> None:
+            seen.append(s.get("x"))
+            s["x"] = 2
+
+        b = await fetch(middleware(app_doing(b_action), direct), f"id={cookie}")
+        assert seen == [1]  # B saw A's applied write
+        assert b.status_code == 200  # B's x=2 is acknowledged
+        gated.release()
+        a_response = await a
+    assert a_response.status_code == 200, "503 for a save that DynamoDB applied"
+    assert await stored(raw, direct, sid(cookie)) == {"x": 2}, "B's acknowledged x=2 lost"
+
+
+async def test_lost_touch_answer_then_a_save_is_not_a_503(
+    gated: GatedProxy, table_name: str, transport: str, dynamodb_server: Any, raw: Any
+) -> None:
+    expiry = OnInactivity(timedelta(hours=1))
+    async with dynamo_store(
+        dynamodb_server.endpoint_url, table_name, transport=transport
+    ) as direct:
+        cookie = cookie_of(
+            await fetch(middleware(app_doing(lambda s: s.update(n=0)), direct, expiry=expiry))
+        )
+        later = Clock(time.time() + 1200)  # a touch is due (a tenth of 1 h)
+        async with dynamo_store(
+            gated.endpoint_url,
+            table_name,
+            transport=transport,
+            create=False,
+            max_attempts=1,
+            read_timeout=30,
+        ) as via_proxy:
+            await gated.lose_next_response(action="UpdateItem")
+            task = asyncio.ensure_future(
+                fetch(
+                    middleware(
+                        app_doing(lambda s: s.get("n")), via_proxy, expiry=expiry, clock=later
+                    ),
+                    f"id={cookie}",
+                )
+            )
+            await asyncio.wait_for(gated.held.wait(), 20)
+            other = await fetch(
+                middleware(app_doing(lambda s: s.update(m=1)), direct, expiry=expiry),
+                f"id={cookie}",
+            )
+            assert other.status_code == 200
+            gated.release()
+            response = await task
+    assert response.status_code == 200, "a read-only request whose touch was applied got 503"
