@@ -371,16 +371,18 @@ class DynamoDBStore:
         return {":live": {"N": str(int(self._clock() + skew))}}
 
     def _versioned(self, record: Record) -> tuple[str, dict[str, str], Item]:
-        """Condition, names and values of a write that needs `record.version`, live."""
-        names = {"#exp": self.props.expiry_name, "#ver": self.props.version_name}
+        """Condition, names and values of a write that needs `record.version`, live and not
+        ended by a take."""
+        p = self.props
+        names = {"#exp": p.expiry_name, "#ver": p.version_name, "#end": p.ended_name}
         values = self._live_after()
         if record.version:
             values[":ver"] = {"N": str(record.version)}
-            return "#ver = :ver AND #exp > :live", names, values
-        # an item written without a version counter (e.g. by the Rust crate)
-        names["#pk"] = self.props.partition_key.name
-        condition = "attribute_exists(#pk) AND attribute_not_exists(#ver) AND #exp > :live"
-        return condition, names, values
+            condition = "#ver = :ver"
+        else:  # an item written without a version counter (e.g. by the Rust crate)
+            names["#pk"] = p.partition_key.name
+            condition = "attribute_exists(#pk) AND attribute_not_exists(#ver)"
+        return f"{condition} AND #exp > :live AND attribute_not_exists(#end)", names, values
 
     async def _current(self, wire: RequestTransport, session_id: str) -> Item | None:
         return await wire.get_item(self.props.table_name, self.key(session_id), consistent=True)
