@@ -15,6 +15,7 @@ import datetime
 import ipaddress
 import signal
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,6 +201,27 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         with contextlib.suppress(OSError, RuntimeError):
             if writer.can_write_eof():
                 writer.write_eof()
+
+
+@contextlib.contextmanager
+def terminator(endpoint: str) -> Iterator[tuple[str, str]]:
+    """A TLS terminator process in front of the plain `endpoint`, with a CA made now; yields
+    (https endpoint, CA bundle path) until the block ends."""
+    import sys
+    import tempfile
+
+    from ._env import ROOT, free_port, spawn
+
+    upstream = endpoint.removeprefix("http://").rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
+        certs = make_certs(Path(tmp))
+        port = free_port()
+        command = [sys.executable, "-m", "benchmarks._tls", "--port", str(port)]
+        command += ["--upstream", upstream, "--ca", str(certs.ca)]
+        command += ["--cert", str(certs.server_cert), "--key", str(certs.server_key)]
+        assert ROOT.is_dir()
+        with spawn(command, port):
+            yield f"https://127.0.0.1:{port}", str(certs.ca)
 
 
 async def _main(args: argparse.Namespace) -> None:
