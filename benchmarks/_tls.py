@@ -180,11 +180,18 @@ class TlsTerminator:
             writer.close()
             self._tasks.discard(task)
             return
+        # Whichever side ends first ends the connection: a pooled client connection never
+        # outlives its upstream (dynalite ends idle keep-alive connections), and a client's
+        # TLS close is answered at once.
+        pipes = {asyncio.create_task(_pipe(reader, up_w)), asyncio.create_task(_pipe(up_r, writer))}
         try:
-            await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             pass
         finally:
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
             for w in (writer, up_w):
                 w.close()
             self._tasks.discard(task)

@@ -236,6 +236,7 @@ def httptools_floor_variant(
             else:
                 params = {"TableName": table, "Item": _json_ready(wire_item(store, r))}
                 body, headers = await presign(endpoint, "PutItem", params)
+            headers.setdefault("Host", url.netloc)
             head = "POST / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
             raws.append(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
         loop = asyncio.get_running_loop()
