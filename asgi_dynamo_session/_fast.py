@@ -54,7 +54,9 @@ _decode = msgspec.json.Decoder().decode
 
 
 #: Actions retried after a failure that came once the request may have reached DynamoDB: reads.
-#: A write is retried only when it provably never left (`MayHaveArrived` not raised).
+#: A write is retried only when it provably never left (`MayHaveArrived` not raised), unless
+#: its sender can recognise its own earlier application (`retry_sent_writes`: the store's
+#: writes carry a write token, or are idempotent).
 RETRY_AFTER_SENDING = frozenset({"GetItem", "Scan"})
 
 
@@ -98,6 +100,8 @@ def _decode_result(result: dict[str, Any]) -> dict[str, Any]:
     """Binary values to bytes in every item or key a data-plane response carries."""
     if "Item" in result:
         _decode_item(result["Item"])
+    if "Attributes" in result:
+        _decode_item(result["Attributes"])
     for item in result.get("Items", ()):
         _decode_item(item)
     if "LastEvaluatedKey" in result:
@@ -137,6 +141,7 @@ class FastTransport(RequestTransport):
         ssl_context: ssl.SSLContext | None = None,
         proxy_url: str | None = None,
         proxy_headers: dict[str, str] | None = None,
+        retry_sent_writes: bool = False,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -161,6 +166,7 @@ class FastTransport(RequestTransport):
         self._max_backoff = max_backoff
         self._quota = _QUOTA
         self._ssl = ssl_context
+        self._retry_sent_writes = retry_sent_writes
         self._proxy = proxy_url
         self._proxy_headers = proxy_headers or None
         self._session: aiohttp.ClientSession | None = None
@@ -263,7 +269,11 @@ class FastTransport(RequestTransport):
                 if isinstance(exc, asyncio.TimeoutError):
                     cost = _TIMEOUT_RETRY_COST
                 error = f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, MayHaveArrived) and action not in RETRY_AFTER_SENDING:
+                if (
+                    isinstance(exc, MayHaveArrived)
+                    and action not in RETRY_AFTER_SENDING
+                    and not self._retry_sent_writes
+                ):
                     raise StoreError(f"DynamoDB {action} failed (not retried): {error}") from exc
             else:
                 if crc is not None and not crc_matches(crc, data):

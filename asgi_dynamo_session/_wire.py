@@ -8,8 +8,9 @@ and answer parsing are `FastTransport`'s; this module sends one signed request.
 Retry safety: a connection that failed before any byte of the request was written (connect
 failed, or a pooled connection the server had already closed) is retried for every call. Once
 bytes are written the request may have reached DynamoDB, so the failure is `MayHaveArrived` and
-only reads are retried (`RETRY_AFTER_SENDING`). A pooled connection is checked before use: one
-the server closed while it sat idle is dropped, never written to.
+only reads are retried (`RETRY_AFTER_SENDING`), writes too where their sender recognises its own
+earlier application (`retry_sent_writes`, as `DynamoDBStore` does by write token). A pooled
+connection is checked before use: one the server closed while it sat idle is never written to.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ async def test_reset_before_the_request_reached_the_server(
     fault_proxy: FaultProxy, table: str
 ) -> None:
     # The proxy reads the request and resets without forwarding: to the client this is a
-    # failure after writing, so a read is retried and a write is not.
+    # failure after writing, so a read is retried and (without retry_sent_writes) a write is not.
     t = _wire(fault_proxy.endpoint_url, max_attempts=3)
     try:
         await fault_proxy.reset_next_request()
@@ -108,6 +108,14 @@ async def test_reset_before_the_request_reached_the_server(
         with pytest.raises(StoreError, match="not retried"):
             await t.put_item(table, {"id": {"S": "x"}})
         assert await t.get_item(table, {"id": {"S": "x"}}, consistent=True) is None
+    finally:
+        await t.close()
+    # A sender whose writes are recognisable when resent (the store: write tokens) resends.
+    t = _wire(fault_proxy.endpoint_url, max_attempts=3, retry_sent_writes=True)
+    try:
+        await fault_proxy.reset_next_request()
+        await t.put_item(table, {"id": {"S": "x"}})
+        assert await t.get_item(table, {"id": {"S": "x"}}, consistent=True) == {"id": {"S": "x"}}
     finally:
         await t.close()
 
