@@ -187,8 +187,7 @@ class _Floor(asyncio.Protocol):
         self.body: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TLS one is no subclass
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)

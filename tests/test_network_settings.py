@@ -6,8 +6,9 @@ TLS terminator with a self-signed CA in front of the test server, and a counting
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +300,63 @@ async def test_endpoint_from_the_environment(
 
 def test_certs_are_files(certs: Certs) -> None:
     assert all(Path(p).read_bytes().startswith(b"-----BEGIN") for p in vars(certs).values())
+
+
+def test_tls_under_uvloop(tls_endpoint_for_uvloop: tuple[str, Certs, str]) -> None:
+    """uvloop's TLS transport (not an asyncio.Transport subclass) carries the fast transport."""
+    uvloop = pytest.importorskip("uvloop")
+    endpoint, _, table = tls_endpoint_for_uvloop
+
+    async def run() -> list[Any]:
+        async with _store(table, "fast", endpoint_url=endpoint) as store:
+            assert await _kind(store) == "WireTransport"
+            return await _counts(store)
+
+    assert uvloop.run(run()) == [1, 2, 3]
+
+
+@pytest.fixture
+def tls_endpoint_for_uvloop(
+    dynamodb_server: Any, certs: Certs, table_name: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Certs, str]]:
+    """A TLS terminator process (the test's own loop is not uvloop) and a table."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from support import free_port
+
+    async def create() -> None:
+        async with _store(
+            table_name, "aiobotocore", endpoint_url=dynamodb_server.endpoint_url
+        ) as s:
+            await s.create_table(enable_ttl=False)
+
+    asyncio.run(create())
+    port = free_port()
+    upstream = dynamodb_server.endpoint_url.removeprefix("http://")
+    command = [sys.executable, "-m", "benchmarks._tls", "--port", str(port), "--upstream", upstream]
+    command += [
+        "--ca",
+        str(certs.ca),
+        "--cert",
+        str(certs.server_cert),
+        "--key",
+        str(certs.server_key),
+    ]
+    proc = subprocess.Popen(command)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(certs.ca))
+        yield f"https://127.0.0.1:{port}", certs, table_name
+    finally:
+        proc.terminate()
+        proc.wait(10)
