@@ -61,6 +61,8 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.broken = True
+        if self._timer is not None:
+            self._timer.cancel()
         if self.transport is not None:
             self.transport.close()
 
