@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import codec
 from ._ids import hash_id, log_id, new_id, new_token
 from ._loops import PerLoop
+from ._seal import EncryptionKeys
 from ._transport import (
     AioBotocoreTransport,
     ConditionFailed,
@@ -125,6 +126,14 @@ def _number_size(text: str) -> int:
     return 1 + pairs + negative
 
 
+def _context(key: Item, props: DynamoDBStoreProps) -> bytes:
+    """The item's key as a sealed payload's associated data: the payload opens on this item only."""
+    parts = [props.partition_key.name, key[props.partition_key.name]["S"]]
+    if props.sort_key is not None:
+        parts += [props.sort_key.name, key[props.sort_key.name]["S"]]
+    return codec.DEFAULT.pack({"key": parts})
+
+
 TransportChoice = Literal["auto", "aiobotocore", "fast", "aiohttp"]
 
 
@@ -149,6 +158,9 @@ class DynamoDBStore:
         pool_size: int = 64,
         max_item_size: int = DYNAMODB_ITEM_LIMIT,
         compress_above: int | None = 8 * 1024,
+        max_data_size: int = codec.MAX_DATA_SIZE,
+        encryption_keys: EncryptionKeys | None = None,
+        accept_plaintext: bool = False,
         clock: Clock = time.time,
         clock_skew: timedelta | None = None,
     ) -> None:
@@ -166,6 +178,13 @@ class DynamoDBStore:
         self._pool_size = pool_size
         self.max_item_size = max_item_size
         self.compress_above = compress_above
+        self._framing = codec.Framing(
+            compress_above=compress_above,
+            max_data_size=max_data_size,
+            encryption_keys=encryption_keys,
+            accept_plaintext=accept_plaintext,
+        )
+        self._codec = codec.DEFAULT
         self._clock = clock
         #: Writes need the stored expiry later than now plus this (None: the middleware's).
         self.clock_skew = clock_skew
@@ -303,12 +322,16 @@ class DynamoDBStore:
             key[p.sort_key.name] = {"S": p.sort_key.value(k)}
         return key
 
+    def _use_codec(self, chosen: codec.Codec) -> None:
+        """Decode with the codec (registered types) of the middleware that uses this store."""
+        self._codec = codec.bind(self._codec, chosen)
+
     def _item(self, record: Record, version: int, token: str) -> Item:
         p = self.props
-        packed = record.packed if record.packed is not None else codec.pack(record.data)
+        packed = record.packed if record.packed is not None else self._codec.pack(record.data)
         item = self.key(record.id)
         item[p.expiry_name] = {"N": str(epoch(record.expiry_date))}
-        item[p.data_name] = {"B": codec.encode(packed, self.compress_above)}
+        item[p.data_name] = {"B": self._framing.dump(packed, lambda: _context(item, p))}
         item[p.version_name] = {"N": str(version)}
         item[p.token_name] = {"S": token}
         if record.created_at is not None:
@@ -331,7 +354,9 @@ class DynamoDBStore:
             expires = _whole(item[p.expiry_name]["N"], _MAX_EPOCH)
             if live and expires <= self._clock() + margin:
                 return None
-            data = codec.unpack(codec.decode(item[p.data_name]["B"]))
+            payload = item[p.data_name]["B"]
+            packed = self._framing.load(payload, lambda: _context(self.key(session_id), p))
+            data, whole = self._codec.load(packed)
             version = (
                 _whole(item[p.version_name]["N"], _MAX_VERSION) if p.version_name in item else 0
             )
@@ -344,7 +369,7 @@ class DynamoDBStore:
         except (KeyError, ValueError, TypeError, OverflowError, OSError) as exc:
             logger.warning("unreadable session item %s ignored: %s", log_id(session_id), exc)
             return None
-        return Record(
+        record = Record(
             id=session_id,
             data=data,
             expiry_date=expiry_date,
@@ -353,6 +378,9 @@ class DynamoDBStore:
             policy=policy,
             # no `packed`: a caller may change `data` before save(), which must write the change
         )
+        if whole:
+            record._snapshot = bytes(packed)
+        return record
 
     def _token(self, item: Item | None) -> str | None:
         """The write token an item carries: which save wrote it."""

@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from datetime import timedelta
 from typing import Any
 
+from . import _telemetry
 from ._ids import log_id
 from ._persist import Cookie, Persister
+from .codec import Codec, Types
 from .cookies import CookieFormat, SameSite, Signer, cookie_values
 from .errors import SessionTooLarge, StoreError
 from .events import OnEvent
@@ -49,6 +51,7 @@ class SessionMiddleware:
         retry_after: int = 1,
         clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
         on_event: OnEvent | None = None,
+        types: Types = (),
         clock: Clock = time.time,
     ) -> None:
         if isinstance(expiry, AtDateTime) and expiry.at.timestamp() <= clock():
@@ -75,8 +78,13 @@ class SessionMiddleware:
             same_site=same_site,
             partitioned=partitioned,
         )
+        self.codec = Codec(types)
+        bind = getattr(store, "_use_codec", None)
+        if bind is not None:  # our stores decode payloads: they need the registered types
+            bind(self.codec)
         self.persister = Persister(
             store,
+            codec=self.codec,
             expiry=expiry or OnSessionEnd(),
             touch_after=touch_after,
             absolute_timeout=absolute_timeout,
@@ -186,6 +194,7 @@ class SessionMiddleware:
         if found is not None:
             session_id, key_index = found
             record = await self.store.load(session_id)
+            _telemetry.count("load")
             if record is not None:
                 session = self.persister.session(record, key_index)
         if session is None:
@@ -253,6 +262,16 @@ class SessionMiddleware:
         session = self._current(scope, session)
         intents = session._intents
         pending = None if intents is None else intents.pending
+        plain = session._plain
+        # Read-only so far: plain data that encodes the same is unchanged (a value that changed
+        # only its type, to one MessagePack writes alike, is the one thing this cannot see).
+        if (
+            pending is None
+            and (intents is None or not intents.any())
+            and plain is not None
+            and self.codec.native(session) == plain
+        ):
+            return
         if not session.modified and pending is None:
             return
         had_id = session.id
@@ -272,6 +291,7 @@ class SessionMiddleware:
             )
 
     async def _answer(self, send: Send, status: int, body: bytes, retry: bool) -> None:
+        _telemetry.count("unavailable" if status == 503 else "refused")
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(body)).encode()),
@@ -290,6 +310,7 @@ class SessionMiddleware:
             session = await self._load(scope, values)
         except StoreError as exc:
             logger.error("session load failed, refusing the websocket: %s", exc)
+            _telemetry.count("unavailable")
             await send({"type": "websocket.close", "code": 1013, "reason": "Try again later"})
             return
         accepted = False
