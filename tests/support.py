@@ -144,7 +144,10 @@ class CountingStore:
 
     @property
     def writes(self) -> int:
-        return sum(self.calls[k] for k in ("create", "save", "delete", "touch", "take", "remove", "restore"))
+        return sum(
+            self.calls[k]
+            for k in ("create", "save", "delete", "touch", "take", "remove", "restore")
+        )
 
 
 def client_for(app: Any, **kwargs: Any) -> httpx.AsyncClient:
