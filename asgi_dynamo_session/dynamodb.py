@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import codec
 from ._ids import hash_id, log_id, new_id
+from ._table_check import TableCheck
 from ._transport import AioBotocoreTransport, ConditionFailed, Item, RequestTransport
 from .errors import SessionConflict, SessionTooLarge, StoreError
 from .record import Record
@@ -138,6 +139,7 @@ class DynamoDBStore:
         self._wire: RequestTransport | None = None
         self._stack: AsyncExitStack | None = None
         self._opening = asyncio.Lock()
+        self._table_check = TableCheck()
         p = self.props
         self._names = {"#pk": p.partition_key.name, "#exp": p.expiry_name}
         self._live_check = "attribute_exists(#pk) AND #exp > :now"
@@ -173,6 +175,7 @@ class DynamoDBStore:
                     )
                     stack.push_async_callback(self._forget_client)
                 self._wire = await self._make_transport(stack)
+                await self._check_table()
             except BaseException:
                 await stack.aclose()
                 raise
@@ -193,6 +196,16 @@ class DynamoDBStore:
         )
         stack.push_async_callback(wire.close)
         return wire
+
+    async def _check_table(self) -> None:
+        """On the first open: DescribeTable, failing with how to create a missing table."""
+        await self._table_check.run(self.client, self.props.table_name)
+
+    def _explain_failure(self, exc: BaseException) -> None:
+        """Log (at most once a minute) how to fix a failure that a missing table caused."""
+        self._table_check.explain(
+            exc, self.client, self.props.table_name, self._region_name, self._endpoint_url
+        )
 
     async def _forget_client(self) -> None:
         self.client = None
@@ -381,8 +394,10 @@ class DynamoDBStore:
         """Create the table (on-demand billing) if missing and wait until it is active.
 
         Enables TTL on the expiry attribute where the server supports it; returns whether TTL
-        is on. Servers without TTL (dynalite) need `delete_expired()` now and then.
+        is on. Servers without TTL (dynalite) need `delete_expired()` now and then. Works on a
+        store that is not open yet (it opens it, without the missing-table check of `open()`).
         """
+        self._table_check.done = True  # this call makes sure of the table itself
         await self._transport()
         client: Any = self.client
         p = self.props

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from ._access import SESSION_KEY
+from ._exclude import Exclude, excluder
 from ._ids import log_id
+from ._litestar import note_session_id
 from ._persist import Cookie, Persister
+from ._replaced import replacement_data
 from .cookies import CookieFormat, SameSite, Signer, cookie_values
 from .errors import SessionTooLarge, StoreError
 from .expiry import Expiry, OnSessionEnd
@@ -41,6 +45,8 @@ class SessionMiddleware:
         http_only: bool = True,
         same_site: SameSite | None = "lax",
         partitioned: bool = False,
+        exclude: Exclude | Iterable[Exclude] | None = None,
+        exclude_opt_key: str | None = "skip_session",
         expiry: Expiry | None = None,
         touch_after: timedelta | None = None,
         absolute_timeout: timedelta | None = None,
@@ -76,6 +82,10 @@ class SessionMiddleware:
         )
         self.retry_after = str(retry_after).encode()
         self.clock = clock
+        self._excluded = excluder(exclude, exclude_opt_key)  # None: no scope is excluded
+        self._explain: Callable[[BaseException], None] = getattr(
+            store, "_explain_failure", _no_explanation
+        )
 
     # Typed loosely on purpose: each framework has its own ASGI type aliases (Litestar's are
     # TypedDicts), and this must type-check as middleware in all of them.
@@ -88,6 +98,10 @@ class SessionMiddleware:
                 await self._lifespan(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
+            return
+        excluded = self._excluded
+        if excluded is not None and excluded(scope):
+            await self.app(scope, receive, send)
             return
         # http, inline: the no-cookie path runs on every anonymous hit, so it is kept to a
         # header scan, one object and a thin send wrapper.
@@ -103,6 +117,7 @@ class SessionMiddleware:
                 session = await self._load(scope, values)
             except StoreError as exc:
                 logger.error("session load failed, answering 503: %s", exc)
+                self._explain(exc)
                 await self._answer(send, 503, b"Session store unavailable\n", retry=True)
                 return
         else:  # persister.session(None) and _attach, inline on the hot path
@@ -110,7 +125,7 @@ class SessionMiddleware:
             session._owner = self.persister
             if values is not None:
                 session._had_cookie = True
-            scope["session"] = session
+            scope["session"] = scope[SESSION_KEY] = session
             state = scope.get("state")
             if state.__class__ is dict:
                 state["session"] = session
@@ -151,7 +166,13 @@ class SessionMiddleware:
         replaced: list[bool],
     ) -> None:
         """The response starts: persist (unless `save` is off), add Set-Cookie and Vary."""
-        self._current(scope, session)
+        try:
+            self._current(scope, session)
+        except TypeError as exc:  # scope["session"] holds something that is no session data
+            logger.error("session %s not saved: %s", log_id(session.id), exc)
+            replaced.append(True)
+            await self._answer(send, 500, b"Session data cannot be stored\n", False)
+            return
         headers = list(message.get("headers", ()))
         if save:
             failure = await self._commit_for_response(session, headers)
@@ -184,21 +205,22 @@ class SessionMiddleware:
                 record = None
         session = self.persister.session(record, key_index)
         session._had_cookie = bool(values)
+        note_session_id(scope, session.id)  # Litestar's request.get_session_id()
         return self._attach(scope, session)
 
     def _attach(self, scope: Scope, session: Session) -> Session:
-        scope["session"] = session
+        scope["session"] = scope[SESSION_KEY] = session
         state = scope.get("state")
         if isinstance(state, dict):
             state["session"] = session
         return session
 
     def _current(self, scope: Scope, session: Session) -> Session:
-        """The session as the app left it: a replaced mapping becomes the data, anything else
-        that is not a mapping (None, a framework's Empty) empties it."""
+        """The session as the app left it: what replaced it (a mapping, a dataclass or model,
+        None, Litestar's Empty) becomes the data; TypeError for anything else."""
         value: Any = scope.get("session")
         if value is not session:
-            session._replace(value.items() if isinstance(value, Mapping) and value else ())
+            session._replace(replacement_data(value).items())
             scope["session"] = session
         return session
 
@@ -218,6 +240,7 @@ class SessionMiddleware:
             return 500, b"Session data cannot be stored\n", False
         except StoreError as exc:
             logger.error("session %s save failed, answering 503: %s", log_id(session.id), exc)
+            self._explain(exc)
             return 503, b"Session store unavailable\n", True
         if action is Cookie.KEEP and session._pending is not None:
             action = session._pending
@@ -238,11 +261,11 @@ class SessionMiddleware:
 
     async def _late_commit(self, scope: Scope, session: Session) -> None:
         """After the response started: save what changed since, under the same id."""
-        session = self._current(scope, session)
-        if not session.modified and session._pending is None:
-            return
         had_id = session.id
         try:
+            session = self._current(scope, session)
+            if not session.modified and session._pending is None:
+                return
             action = await self.persister.commit(session)
         except (StoreError, SessionTooLarge, TypeError) as exc:
             logger.error("session %s not saved after the response started: %s", log_id(had_id), exc)
@@ -269,11 +292,15 @@ class SessionMiddleware:
     # -- websocket -------------------------------------------------------------------------
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._excluded is not None and self._excluded(scope):
+            await self.app(scope, receive, send)
+            return
         values = cookie_values(scope["headers"], self.cookie.name)
         try:
             session = await self._load(scope, values)
         except StoreError as exc:
             logger.error("session load failed, refusing the websocket: %s", exc)
+            self._explain(exc)
             await send({"type": "websocket.close", "code": 1013, "reason": "Try again later"})
             return
         accepted = False
@@ -282,9 +309,14 @@ class SessionMiddleware:
             nonlocal accepted, session
             if message["type"] == "websocket.accept" and not accepted:
                 accepted = True
-                session = self._current(scope, session)
                 headers = list(message.get("headers", ()))
-                failure = await self._commit_for_response(session, headers)
+                try:
+                    session = self._current(scope, session)
+                except TypeError as exc:
+                    logger.error("session %s not saved: %s", log_id(session.id), exc)
+                    failure: tuple[int, bytes, bool] | None = (500, b"", False)
+                else:
+                    failure = await self._commit_for_response(session, headers)
                 if failure is not None:
                     await send({"type": "websocket.close", "code": 1011, "reason": "Session error"})
                     return
@@ -305,17 +337,24 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
-        received = False
+        received = failed = False
 
         async def receive_wrapper() -> Message:
-            nonlocal received
+            nonlocal received, failed
             received = True
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await opener()
+                try:
+                    await opener()
+                except Exception as exc:  # e.g. the table is missing: the server must not start
+                    failed = True
+                    await send({"type": "lifespan.startup.failed", "message": _failed(exc)})
+                    raise
             return message
 
         async def send_wrapper(message: Message) -> None:
+            if failed:  # we answered the server already; the app's own answer would be a second
+                return
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await closer()
             await send(message)
@@ -324,6 +363,8 @@ class SessionMiddleware:
             try:
                 await self.app(scope, receive_wrapper, send_wrapper)
             except Exception:
+                if failed:
+                    return
                 if received:
                     raise
                 # An app that fails before reading a lifespan message does not speak lifespan
@@ -348,7 +389,7 @@ async def _store_lifespan(
             try:
                 await opener()
             except Exception as exc:
-                await send({"type": "lifespan.startup.failed", "message": f"session store: {exc}"})
+                await send({"type": "lifespan.startup.failed", "message": _failed(exc)})
                 return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
@@ -359,6 +400,15 @@ async def _store_lifespan(
 
 async def _nothing() -> None:
     """What a send that is dropped (after a replaced response) awaits."""
+
+
+def _no_explanation(exc: BaseException) -> None:
+    """A store that cannot say more about its failures than their message."""
+
+
+def _failed(exc: BaseException) -> str:
+    """The lifespan.startup.failed message for a store that would not open."""
+    return f"session store: {exc}"
 
 
 def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:

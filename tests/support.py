@@ -90,10 +90,13 @@ async def dynamo_store(
         transport=transport,  # type: ignore[arg-type]
         **options,
     )
-    async with store:
-        if create:
+    try:
+        if create:  # before entering: open() fails on a missing table
             await store.create_table()
-        yield store
+        async with store:
+            yield store
+    finally:
+        await store.close()
 
 
 class CountingStore:
