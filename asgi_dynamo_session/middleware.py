@@ -82,7 +82,11 @@ class SessionMiddleware:
         )
         self.retry_after = str(retry_after).encode()
         self.clock = clock
-        self._excluded = excluder(exclude, exclude_opt_key)  # None: no scope is excluded
+        # None: no scope is excluded. With an opt key, the first request settles which test
+        # applies (see _settle_exclusion), so that the default costs one attribute check.
+        self._by_path = excluder(exclude, None)
+        self._by_route = excluder(exclude, exclude_opt_key)
+        self._excluded = self._by_path if exclude_opt_key is None else self._settle_exclusion
         self._explain: Callable[[BaseException], None] = getattr(
             store, "_explain_failure", _no_explanation
         )
@@ -155,6 +159,13 @@ class SessionMiddleware:
             return forward(message)
 
         await self.app(scope, receive, send_wrapper)
+
+    def _settle_exclusion(self, scope: Scope) -> bool:
+        """The first request's exclusion test, which picks the test for the rest: only Litestar's
+        router puts a ``route_handler`` (whose ``opt`` may opt out) in the scope, and it does so
+        on every request it routes to this middleware; elsewhere no request will have one."""
+        self._excluded = self._by_route if "route_handler" in scope else self._by_path
+        return self._excluded is not None and self._excluded(scope)
 
     async def _start(
         self,
