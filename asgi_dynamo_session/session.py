@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,39 +13,61 @@ from .expiry import Expiry
 
 _MISSING: Any = object()
 
+#: `Session._cookie` values besides a key index (>= 0, the key that signed a live session's cookie).
+NO_COOKIE = -2  # the request carried no cookie of our name
+DEAD_COOKIE = -1  # it did, but the cookie does not verify or names no live session
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The stored session as this request last saw it: what changes are measured against."""
+
+    id: str
+    packed: bytes  # the data, encoded
+    version: int
+    created_at: datetime | None
+    expires: datetime
+    policy: Expiry | None  # the session's own expiry policy, None for the middleware's
+
+
+class Intents:
+    """What the request asked for beyond plain data changes; cleared by each write."""
+
+    __slots__ = ("cleared", "cycle", "expiry", "expiry_set", "flushed", "pending")
+
+    def __init__(self) -> None:
+        self.cleared = False  # the data was replaced as a whole (clear(), set_session)
+        self.flushed = False  # end the stored session
+        self.cycle = False  # move the data to a new id
+        self.expiry_set = False  # set_expiry() was called; `expiry` is the new policy
+        self.expiry: Expiry | None = None
+        self.pending: Any = None  # a cookie action from an explicit save(), not yet sent
+
+    def any(self) -> bool:
+        return self.cleared or self.flushed or self.cycle or self.expiry_set
+
 
 class Session(dict[str, Any]):
-    """Session data: a plain dict to the app, plus the flags the middleware needs to persist it.
+    """Session data: a plain dict to the app, plus what the middleware needs to persist it.
 
     Reading marks it accessed (which adds ``Vary: Cookie``); changes, nested ones included, are
     found by comparing the encoded data with what was loaded.
     """
 
-    # Per-request state. Class-level defaults keep construction cheap: a request without a
-    # cookie builds a Session on every call, and most of these are never set.
-    _id: str | None = None
-    _packed: bytes | None = None  # the data as loaded, encoded: what `modified` compares with
+    # Class-level defaults keep construction cheap: a request without a cookie builds a
+    # Session on every call, and most of these are never set.
     _accessed = False
-    _cleared = False
-    _flushed = False
-    _cycle = False
-    _expiry: Expiry | None = None
-    _expiry_changed = False
     _owner: Any = None  # the middleware's Persister: saves and computes expiry dates
-    # Stored state the middleware and store keep in step.
-    _version = 0
-    _created_at: datetime | None = None
-    _stored_expiry: datetime | None = None
-    _key_index = 0  # which secret key signed the cookie (0: the newest)
-    _had_cookie = False  # the request carried a cookie of our name
-    _pending: Any = None  # a cookie action from an explicit save(), not yet sent
+    _loaded: Snapshot | None = None  # None until the session is stored
+    _intents: Intents | None = None  # created on the first intent
+    _cookie = NO_COOKIE
 
     # -- what the middleware reads ---------------------------------------------------------
 
     @property
     def id(self) -> str | None:
         """The session id; None until the session has been stored."""
-        return self._id
+        return None if self._loaded is None else self._loaded.id
 
     @property
     def accessed(self) -> bool:
@@ -57,36 +80,40 @@ class Session(dict[str, Any]):
 
     @property
     def modified(self) -> bool:
-        """True when the data differs from what was loaded, or a flag asks for a write."""
-        if self._cleared or self._flushed or self._cycle or self._expiry_changed:
+        """True when the data differs from what was loaded, or an intent asks for a write."""
+        if self._intents is not None and self._intents.any():
             return True
-        if self._packed is None:
+        if self._loaded is None:
             return dict.__len__(self) > 0
-        return codec.pack(self) != self._packed
+        return codec.pack(self) != self._loaded.packed
 
     # -- what the app calls ----------------------------------------------------------------
 
     def cycle_id(self) -> None:
         """Keep the data under a new id at the next save and delete the old item (call at login)."""
         self._accessed = True
-        self._cycle = True
+        self._want().cycle = True
 
     def flush(self) -> None:
         """Clear the data, delete the stored item and expire the cookie (call at logout)."""
         self._accessed = True
-        self._flushed = True
+        self._want().flushed = True
         dict.clear(self)
 
     def set_expiry(self, expiry: Expiry | None) -> None:
         """Give this session its own expiry policy; None returns to the middleware's."""
         self._accessed = True
-        self._expiry = expiry
-        self._expiry_changed = True
+        intents = self._want()
+        intents.expiry = expiry
+        intents.expiry_set = True
 
     @property
     def expiry(self) -> Expiry | None:
         """This session's own expiry policy, or None when the middleware's applies."""
-        return self._expiry
+        intents = self._intents
+        if intents is not None and intents.expiry_set:
+            return intents.expiry
+        return None if self._loaded is None else self._loaded.policy
 
     @property
     def expiry_date(self) -> datetime | None:
@@ -164,7 +191,7 @@ class Session(dict[str, Any]):
     def clear(self) -> None:
         """Remove all data; the whole session is replaced at save (an empty one is deleted)."""
         self._accessed = True
-        self._cleared = True
+        self._want().cleared = True
         dict.clear(self)
 
     def copy(self) -> dict[str, Any]:
@@ -176,15 +203,23 @@ class Session(dict[str, Any]):
 
     # -- middleware plumbing ---------------------------------------------------------------
 
+    def _want(self) -> Intents:
+        intents = self._intents
+        if intents is None:
+            intents = self._intents = Intents()
+        return intents
+
     def _replace(self, data: Iterable[tuple[str, Any]]) -> None:
         """Take another mapping's data as a whole replacement (a framework's set_session)."""
         dict.clear(self)
         dict.update(self, data)
-        self._cleared = True
+        self._want().cleared = True
         self._accessed = True
 
-    def _settle(self, session_id: str | None, packed: bytes | None) -> None:
-        """After a write: this state is what is stored now."""
-        self._id = session_id
-        self._packed = packed
-        self._cleared = self._flushed = self._cycle = self._expiry_changed = False
+    def _settle(self, loaded: Snapshot | None) -> None:
+        """After a write: `loaded` is what is stored now (None: nothing), the intents are done."""
+        self._loaded = loaded
+        intents = self._intents
+        if intents is not None:
+            intents.cleared = intents.flushed = intents.cycle = intents.expiry_set = False
+            intents.expiry = None
