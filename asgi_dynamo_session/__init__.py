@@ -3,6 +3,7 @@
 from ._access import get_session
 from .dynamodb import DynamoDBStore, DynamoDBStoreKey, DynamoDBStoreProps
 from .errors import SessionConflict, SessionError, SessionTooLarge, StoreError
+from .events import SessionEvent
 from .expiry import AtDateTime, OnInactivity, OnSessionEnd
 from .middleware import SessionMiddleware
 from .record import Record
@@ -21,6 +22,7 @@ __all__ = [
     "Session",
     "SessionConflict",
     "SessionError",
+    "SessionEvent",
     "SessionMiddleware",
     "SessionStore",
     "SessionTooLarge",

@@ -14,6 +14,7 @@ from typing import Any
 from . import codec
 from ._ids import log_id, new_id
 from .errors import SessionConflict, StoreError
+from .events import OnEvent, notify
 from .expiry import Expiry, OnSessionEnd, dump_policy, expiry_date, load_policy, window
 from .record import Record
 from .session import NO_COOKIE, Session, Snapshot
@@ -50,8 +51,10 @@ class Persister:
         absolute_timeout: timedelta | None,
         save_attempts: int,
         clock: Clock,
+        on_event: OnEvent | None = None,
     ) -> None:
         self.store = store
+        self.on_event = on_event
         self.expiry = expiry
         self.touch_after = touch_after
         self.absolute_timeout = absolute_timeout
@@ -149,6 +152,7 @@ class Persister:
         if loaded is None:
             if not _empty(session):
                 await self._create(session, dict(dict.items(session)), None, now)
+                await notify(self.on_event, "created", _id(session))
                 return Cookie.NEW, now
             if session._cookie == NO_COOKIE:
                 return Cookie.KEEP, now
@@ -225,16 +229,20 @@ class Persister:
         old = session.id
         if old is not None:
             await self.store.delete(old)
+            await notify(self.on_event, "ended", old)
         had_cookie = old is not None or session._cookie != NO_COOKIE
         _forget(session)
         return Cookie.EXPIRE if had_cookie else Cookie.KEEP
 
-    def _gone(self, session: Session, what: str) -> Cookie:
+    async def _gone(self, session: Session, what: str) -> Cookie:
+        lost = session.id
         logger.warning(
-            "session %s was deleted meanwhile; %s dropped, cookie expired", log_id(session.id), what
+            "session %s was deleted meanwhile; %s dropped, cookie expired", log_id(lost), what
         )
         dict.clear(session)  # else the late commit at body end would create it under a new id
         _forget(session)
+        if lost is not None:
+            await notify(self.on_event, "lost_race", lost)
         return Cookie.EXPIRE
 
     def _changes(self, session: Session, loaded: Snapshot) -> Changes | None:
@@ -262,13 +270,15 @@ class Persister:
                 await self.store.delete(loaded.id)
         base = None if taken is None else self._snapshot(taken)
         if taken is None or base is None:
-            return self._gone(session, "id cycle")
+            return await self._gone(session, "id cycle")
         data = dict(dict.items(session)) if changes is None else _apply(changes, taken.data)
         if not data:
             _forget(session)
+            await notify(self.on_event, "ended", loaded.id)
             return Cookie.EXPIRE
         await self._create(session, data, base, now)
         logger.info("session %s cycled to %s", log_id(loaded.id), log_id(session.id))
+        await notify(self.on_event, "cycled", _id(session), previous=loaded.id)
         return Cookie.NEW
 
     async def _touch(
@@ -284,7 +294,7 @@ class Persister:
         except SessionConflict as conflict:
             current = conflict.current
             if current is None or not self.alive(current):
-                return self._gone(session, "expiry refresh")
+                return await self._gone(session, "expiry refresh")
             return self._unchanged(session)  # written meanwhile: that write set the expiry
         session._loaded = replace(loaded, expires=new_end)
         return Cookie.REFRESH
@@ -308,7 +318,7 @@ class Persister:
                 current = conflict.current
                 rebased = None if current is None else self._snapshot(current)
                 if current is None or rebased is None:
-                    return self._gone(session, "save")
+                    return await self._gone(session, "save")
                 base = rebased
                 if changes is not None:
                     data = _apply(changes, current.data)
@@ -320,6 +330,7 @@ class Persister:
                 continue
             if not data:
                 _forget(session)
+                await notify(self.on_event, "ended", loaded.id)
                 return Cookie.EXPIRE
             self._settled(session, record, data)
             return Cookie.REFRESH
@@ -328,6 +339,12 @@ class Persister:
 
 def _moment(now: float) -> datetime:
     return datetime.fromtimestamp(now, timezone.utc)
+
+
+def _id(session: Session) -> str:
+    session_id = session.id
+    assert session_id is not None
+    return session_id
 
 
 def _forget(session: Session) -> None:

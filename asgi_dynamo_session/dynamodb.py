@@ -12,18 +12,29 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import codec
 from ._ids import hash_id, log_id, new_id, new_token
+from ._loops import PerLoop
 from ._table_check import TableCheck
-from ._transport import AioBotocoreTransport, ConditionFailed, Item, RequestTransport
+from ._transport import (
+    AioBotocoreTransport,
+    ConditionFailed,
+    Item,
+    RequestTransport,
+    call_budget,
+    check_raw_response,
+)
 from .errors import SessionConflict, SessionTooLarge, StoreError
 from .expiry import load_policy
 from .record import Record
 from .store import DEFAULT_CLOCK_SKEW, Clock, epoch
+
+if TYPE_CHECKING:
+    from ._fast import FastTransport
 
 logger = logging.getLogger("asgi_dynamo_session")
 
@@ -115,7 +126,7 @@ def _number_size(text: str) -> int:
     return 1 + pairs + negative
 
 
-TransportChoice = Literal["auto", "aiobotocore", "fast"]
+TransportChoice = Literal["auto", "aiobotocore", "fast", "aiohttp"]
 
 
 class DynamoDBStore:
@@ -159,67 +170,106 @@ class DynamoDBStore:
         self._clock = clock
         #: Writes need the stored expiry later than now plus this (None: the middleware's).
         self.clock_skew = clock_skew
-        self._wire: RequestTransport | None = None
-        self._stack: AsyncExitStack | None = None
-        self._opening = asyncio.Lock()
+        self._given_client = client
+        self._opened: PerLoop[RequestTransport] = PerLoop(self._open_here)
+        self._clients: dict[RequestTransport, Any] = {}
+        self._said: set[str] = set()  # why a fast transport was not used, logged once each
         self._table_check = TableCheck()
 
     # -- lifecycle -------------------------------------------------------------------------
+    # Connections belong to the event loop that uses them (`PerLoop`): a store used from another
+    # loop opens its own client (when it owns one) and transport there; each loop's are closed
+    # on that loop, by `close()` or when the loop shuts down.
 
     async def open(self) -> None:
-        """Open the client (when the store owns it) and the data-plane transport; idempotent."""
-        async with self._opening:
-            if self._wire is not None:
-                return
-            stack = AsyncExitStack()
-            try:
-                if self.client is None:
-                    from aiobotocore.config import AioConfig
-                    from aiobotocore.session import get_session
+        """Open the client (when the store owns it) and the transport on this loop; idempotent."""
+        await self._opened.open()
 
-                    config = AioConfig(
-                        connect_timeout=self._connect_timeout,
-                        read_timeout=self._read_timeout,
-                        # total attempts, as in the fast transport (botocore's "max_attempts"
-                        # key would count retries only: one attempt more than asked for)
-                        retries={"mode": "standard", "total_max_attempts": self._max_attempts},
-                        max_pool_connections=self._pool_size,
-                    )
-                    self.client = await stack.enter_async_context(
-                        get_session().create_client(
-                            "dynamodb",
-                            endpoint_url=self._endpoint_url,
-                            region_name=self._region_name,
-                            config=config,
-                        )
-                    )
-                    stack.push_async_callback(self._forget_client)
-                self._wire = await self._make_transport(stack)
-                await self._check_table()
-            except BaseException:
-                await stack.aclose()
-                raise
-            self._stack = stack
+    async def _open_here(self, stack: AsyncExitStack) -> RequestTransport:
+        client: Any = self._given_client
+        if client is None:
+            from aiobotocore.config import AioConfig
+            from aiobotocore.session import get_session
 
-    async def _make_transport(self, stack: AsyncExitStack) -> RequestTransport:
-        fast = self._choice == "fast" or (self._choice == "auto" and self.owns_client)
-        if not fast:
-            return AioBotocoreTransport(self.client)
+            config = AioConfig(
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
+                # total attempts, as in the fast transport (botocore's "max_attempts"
+                # key would count retries only: one attempt more than asked for)
+                retries={"mode": "standard", "total_max_attempts": self._max_attempts},
+                max_pool_connections=self._pool_size,
+            )
+            client = await stack.enter_async_context(
+                get_session().create_client(
+                    "dynamodb",
+                    endpoint_url=self._endpoint_url,
+                    region_name=self._region_name,
+                    config=config,
+                )
+            )
+            stack.callback(self._forget_client, client)
+            client.meta.events.register("before-parse.dynamodb", check_raw_response)
+            self.client = client
+        wire = await self._make_transport(stack, client)
+        await self._check_table(client)
+        self._clients[wire] = client
+        stack.callback(self._clients.pop, wire, None)
+        return wire
+
+    async def _make_transport(self, stack: AsyncExitStack, client: Any) -> RequestTransport:
+        fast = self._choice in ("fast", "aiohttp") or (self._choice == "auto" and self.owns_client)
+        wire = await self._fast_transport(client) if fast else None
+        if wire is not None:
+            stack.push_async_callback(wire.close)
+            return wire
+        budget = None  # a client of the caller's own keeps its own timeouts
+        if self.owns_client:
+            budget = call_budget(self._max_attempts, self._connect_timeout, self._read_timeout)
+        return AioBotocoreTransport(client, budget=budget)
+
+    async def _fast_transport(self, client: Any) -> FastTransport | None:
+        """Our own transport for `client`'s settings, or None where only aiobotocore honours
+        them (logged once per reason)."""
         from ._fast import FastTransport
+        from ._netconfig import fast_path, settings_of
 
-        wire = FastTransport.from_aiobotocore_client(
-            self.client,
+        net = settings_of(client)
+        kind, why = fast_path(net)
+        if kind == "wire" and self._choice == "aiohttp":
+            kind = "aiohttp"
+        elif why is not None and why not in self._said:
+            self._said.add(why)
+            other = "aiobotocore" if kind is None else "the aiohttp fast transport"
+            logger.log(
+                logging.WARNING if self._choice == "fast" else logging.INFO,
+                "DynamoDBStore uses %s: %s",
+                other,
+                why,
+            )
+        if kind is None:
+            return None
+        cls: type[FastTransport] = FastTransport
+        if kind == "wire":
+            from ._wire import WireTransport
+
+            cls = WireTransport
+        context = await asyncio.to_thread(net.ssl_context) if net.tls else None
+        return cls.from_aiobotocore_client(
+            client,
+            net,
+            ssl_context=context,
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
             max_attempts=self._max_attempts,
             pool_size=self._pool_size,
+            # every write of ours carries a write token (a retry that meets its own earlier
+            # application is recognised) or is idempotent: safe to resend once sent
+            retry_sent_writes=True,
         )
-        stack.push_async_callback(wire.close)
-        return wire
 
-    async def _check_table(self) -> None:
+    async def _check_table(self, client: Any) -> None:
         """On the first open: DescribeTable, failing with how to create a missing table."""
-        await self._table_check.run(self.client, self.props.table_name)
+        await self._table_check.run(client, self.props.table_name)
 
     def _explain_failure(self, exc: BaseException) -> None:
         """Log (at most once a minute) how to fix a failure that a missing table caused."""
@@ -227,15 +277,13 @@ class DynamoDBStore:
             exc, self.client, self.props.table_name, self._region_name, self._endpoint_url
         )
 
-    async def _forget_client(self) -> None:
-        self.client = None
+    def _forget_client(self, client: Any) -> None:
+        if self.client is client:
+            self.client = None
 
     async def close(self) -> None:
         """Close what `open` opened; the store can be opened again afterwards."""
-        async with self._opening:
-            stack, self._stack, self._wire = self._stack, None, None
-            if stack is not None:
-                await stack.aclose()
+        await self._opened.close()
 
     async def __aenter__(self) -> DynamoDBStore:
         await self.open()
@@ -250,12 +298,12 @@ class DynamoDBStore:
         await self.close()
 
     async def _transport(self) -> RequestTransport:
-        wire = self._wire
-        if wire is None:
-            await self.open()
-            wire = self._wire
-            assert wire is not None
-        return wire
+        wire = self._opened.get()
+        return wire if wire is not None else await self._opened.open()
+
+    async def _client(self) -> Any:
+        """The aiobotocore client of this loop (the control plane always goes through it)."""
+        return self._clients[await self._transport()]
 
     # -- item layout -----------------------------------------------------------------------
 
@@ -519,8 +567,7 @@ class DynamoDBStore:
         store that is not open yet (it opens it, without the missing-table check of `open()`).
         """
         self._table_check.done = True  # this call makes sure of the table itself
-        await self._transport()
-        client: Any = self.client
+        client = await self._client()
         p = self.props
         keys = [p.partition_key] + ([p.sort_key] if p.sort_key else [])
         try:

@@ -16,6 +16,7 @@ from ._persist import Cookie, Persister
 from ._replaced import replacement_data
 from .cookies import CookieFormat, SameSite, Signer, cookie_values
 from .errors import SessionTooLarge, StoreError
+from .events import OnEvent
 from .expiry import AtDateTime, Expiry, OnSessionEnd
 from .session import DEAD_COOKIE, Session
 from .store import DEFAULT_CLOCK_SKEW, Clock, SessionStore
@@ -53,6 +54,7 @@ class SessionMiddleware:
         save_attempts: int = 8,
         retry_after: int = 1,
         clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+        on_event: OnEvent | None = None,
         clock: Clock = time.time,
     ) -> None:
         if isinstance(expiry, AtDateTime) and expiry.at.timestamp() <= clock():
@@ -86,6 +88,7 @@ class SessionMiddleware:
             absolute_timeout=absolute_timeout,
             save_attempts=save_attempts,
             clock=clock,
+            on_event=on_event,
         )
         self.retry_after = str(retry_after).encode()
         self.clock = clock

@@ -37,8 +37,9 @@ from asgi_dynamo_session import (
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 OLD_SECRET = "old-secret-key-that-is-also-long-enough-987654"
 
-#: Which data-plane transports the store suites run on ("aiobotocore", "fast").
-TRANSPORTS = os.environ.get("DYNAMO_TEST_TRANSPORTS", "aiobotocore,fast").split(",")
+#: Which data-plane transports the store suites run on ("aiobotocore", "fast" = httptools,
+#: "aiohttp" = the fast path on aiohttp).
+TRANSPORTS = os.environ.get("DYNAMO_TEST_TRANSPORTS", "aiobotocore,fast,aiohttp").split(",")
 
 #: The library's logger.
 LOGGER = "asgi_dynamo_session"
