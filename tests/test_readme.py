@@ -4,8 +4,9 @@ is the public API.
 The snippets run in README order in one namespace, as a reader would type them, with
 ``AWS_ENDPOINT_URL_DYNAMODB`` pointing at the test server and the README's tables
 (``TowerSessions``, ``MyTowerSessions``) created there. Before each snippet ``app`` is a plain
-counter app (so ``app = SessionMiddleware(app, ...)`` wraps "your app"), and ``secret`` /
-``SECRET`` are secret keys. Then:
+counter app (so ``app = SessionMiddleware(app, ...)`` wraps "your app"; a top-level stub
+``async def app(scope, receive, send): ...`` stands for it too), and ``secret`` / ``SECRET`` are
+secret keys. Then:
 
 * a snippet whose free names include ``request``, ``scope`` or ``session`` runs as the body of a
   request handler behind `SessionMiddleware`, and the request must succeed;
@@ -116,6 +117,23 @@ async def your_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": f"count: {session['count']}".encode()})
 
 
+def without_stub_app(tree: ast.Module) -> ast.Module:
+    """The snippet without a top-level ``def app(...): ...`` stub: "your app" is ours."""
+
+    def stub(node: ast.stmt) -> bool:
+        return (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.name == "app"
+            and len(node.body) == 1
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+            and node.body[0].value.value is Ellipsis
+        )
+
+    tree.body = [node for node in tree.body if not stub(node)]
+    return tree
+
+
 def free_names(tree: ast.AST) -> set[str]:
     """Names the snippet reads but never binds (roughly: any binding anywhere counts)."""
     loaded: set[str] = set()
@@ -214,9 +232,8 @@ async def speak_to_websocket(ws: Any, namespace: dict[str, Any]) -> None:
 
 
 async def run_snippet(index: int, namespace: dict[str, Any]) -> None:
-    source = SNIPPETS[index]
-    tree = ast.parse(source)
-    code = compile(source, f"README.md snippet {index}", "exec", ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    tree = without_stub_app(ast.parse(SNIPPETS[index]))
+    code = compile(tree, f"README.md snippet {index}", "exec", ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     namespace["app"] = your_app
     before = dict(namespace)
     free = free_names(tree) - set(namespace)
