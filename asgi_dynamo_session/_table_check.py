@@ -1,9 +1,11 @@
 """First run: is the session table there? A missing table is said in words that tell the fix.
 
 Without this a missing table (or one in another region) answers every request with
-``503 Session store unavailable``, which looks like an outage. The store's first `open()`
-describes the table once and fails with the table, region, endpoint and how to create it; at
-request time a ``ResourceNotFoundException`` is logged in the same words, at most once a minute.
+``503 Session store unavailable``, which looks like an outage. The store's `open()` describes
+the table (until it has been found once) and logs the table, region, endpoint and how to create
+it; `SessionMiddleware` then fails the ASGI lifespan startup with those words. `open()` itself
+does not raise, so ``async with store: await store.create_table()`` still works. At request time
+a ``ResourceNotFoundException`` is logged in the same words, at most once a minute.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-
-from .errors import StoreError
 
 logger = logging.getLogger("asgi_dynamo_session")
 
@@ -39,27 +39,36 @@ def missing_table_message(table: str, region: str | None, endpoint: str | None) 
 
 
 class TableCheck:
-    """One store's table check: done at most once, then missing-table errors explained."""
+    """One store's table check: until the table is found, each open describes it; a missing
+    table is remembered (`missing`) for the lifespan startup and explained in the log."""
 
     def __init__(self) -> None:
-        self.done = False  # set after the first check, or when create_table() made the table
+        self.done = False  # the table was found, or create_table() made it
+        self.missing: str | None = None  # why the table was not found, while it is not
         self._explained = float("-inf")
 
+    def found(self) -> None:
+        self.done, self.missing = True, None
+
     async def run(self, client: Any, table: str) -> None:
-        """DescribeTable once; StoreError when the table is missing. Other failures (network,
-        no DescribeTable permission) only log: the data-plane calls will tell for themselves."""
+        """DescribeTable unless the table was found before. Failures other than a missing
+        table (network, no DescribeTable permission) only log a warning."""
         if self.done or client is None:
             return
-        self.done = True
         try:
             await client.describe_table(TableName=table)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
-            if code == _MISSING:
-                raise StoreError(missing_table_message(table, *_where(client))) from None
-            logger.warning("could not check the session table %r: %s", table, code)
+            if code != _MISSING:
+                logger.warning("could not check the session table %r: %s", table, code)
+                return
+            self.missing = missing_table_message(table, *_where(client))
+            self._explained = time.monotonic()
+            logger.error("%s", self.missing)
         except (BotoCoreError, OSError, TimeoutError) as exc:
             logger.warning("could not check the session table %r: %s", table, exc)
+        else:
+            self.found()
 
     def explain(
         self, exc: BaseException, client: Any, table: str, region: str | None, endpoint: str | None

@@ -268,8 +268,12 @@ class DynamoDBStore:
         )
 
     async def _check_table(self, client: Any) -> None:
-        """On the first open: DescribeTable, failing with how to create a missing table."""
+        """Until the table is found: DescribeTable, logging how to create a missing one."""
         await self._table_check.run(client, self.props.table_name)
+
+    def _missing_table(self) -> str | None:
+        """Why the table was not found at the last open (the lifespan startup fails with it)."""
+        return self._table_check.missing
 
     def _explain_failure(self, exc: BaseException) -> None:
         """Log (at most once a minute) how to fix a failure that a missing table caused."""
@@ -563,10 +567,9 @@ class DynamoDBStore:
         """Create the table (on-demand billing) if missing and wait until it is active.
 
         Enables TTL on the expiry attribute where the server supports it; returns whether TTL
-        is on. Servers without TTL (dynalite) need `delete_expired()` now and then. Works on a
-        store that is not open yet (it opens it, without the missing-table check of `open()`).
+        is on. Servers without TTL (dynalite) need `delete_expired()` now and then.
         """
-        self._table_check.done = True  # this call makes sure of the table itself
+        self._table_check.done = True  # this call makes sure of the table: no check first
         client = await self._client()
         p = self.props
         keys = [p.partition_key] + ([p.sort_key] if p.sort_key else [])
@@ -592,6 +595,7 @@ class DynamoDBStore:
             if described["Table"]["TableStatus"] == "ACTIVE":
                 break
             await asyncio.sleep(0.1)
+        self._table_check.found()
         if not enable_ttl:
             return False
         try:

@@ -379,6 +379,7 @@ class SessionMiddleware:
             if message["type"] == "lifespan.startup":
                 try:
                     await opener()
+                    _usable(self.store)
                 except Exception as exc:  # e.g. the table is missing: the server must not start
                     failed = True
                     await send({"type": "lifespan.startup.failed", "message": _failed(exc)})
@@ -404,7 +405,7 @@ class SessionMiddleware:
                 # (e.g. `assert scope["type"] == "http"`): answer it ourselves for the store.
                 logger.debug("the app does not handle lifespan", exc_info=True)
             if not received:
-                await _store_lifespan(receive, send, opener, closer)
+                await _store_lifespan(receive, send, self.store, opener, closer)
         finally:
             await closer()
 
@@ -412,6 +413,7 @@ class SessionMiddleware:
 async def _store_lifespan(
     receive: Receive,
     send: Send,
+    store: Any,
     opener: Callable[[], Awaitable[None]],
     closer: Callable[[], Awaitable[None]],
 ) -> None:
@@ -421,6 +423,7 @@ async def _store_lifespan(
         if message["type"] == "lifespan.startup":
             try:
                 await opener()
+                _usable(store)
             except Exception as exc:
                 await send({"type": "lifespan.startup.failed", "message": _failed(exc)})
                 return
@@ -437,6 +440,14 @@ async def _nothing() -> None:
 
 def _no_explanation(exc: BaseException) -> None:
     """A store that cannot say more about its failures than their message."""
+
+
+def _usable(store: Any) -> None:
+    """StoreError when the just-opened store found its table missing (DynamoDBStore says so)."""
+    missing = getattr(store, "_missing_table", None)
+    problem = missing() if callable(missing) else None
+    if problem:
+        raise StoreError(problem)
 
 
 def _failed(exc: BaseException) -> str:

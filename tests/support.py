@@ -91,13 +91,10 @@ async def dynamo_store(
         transport=transport,  # type: ignore[arg-type]
         **options,
     )
-    try:
-        if create:  # before entering: open() fails on a missing table
+    async with store:
+        if create:
             await store.create_table()
-        async with store:
-            yield store
-    finally:
-        await store.close()
+        yield store
 
 
 class CountingStore:

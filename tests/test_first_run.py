@@ -1,7 +1,9 @@
 """First run: a missing table (or one in another region) fails startup in words, not with 503s.
 
-The store's first `open()` (lifespan startup, ``async with store``, first use) describes the table
-once; a missing one fails with the table, region, endpoint and how to create it. At request time a
+The store's `open()` (lifespan startup, ``async with store``, first use) describes the table until
+it has been found; a missing one is logged with the table, region, endpoint and how to create it,
+and the ASGI lifespan startup fails with those words. `open()` itself does not raise, so
+``async with store: await store.create_table()`` works. At request time a
 ``ResourceNotFoundException`` is logged in the same words at most once a minute and answered 503.
 """
 
@@ -171,26 +173,34 @@ async def test_startup_in_the_wrong_region_fails_with_the_region(
     assert_explains(sent[0]["message"], table_name, "eu-west-1", dynamodb_server.endpoint_url)
 
 
-async def test_open_and_async_with_fail_and_create_table_works_unopened(
-    dynamodb_server: Any, table_name: str
+async def test_open_explains_a_missing_table_and_create_table_still_works(
+    dynamodb_server: Any, table_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     endpoint = dynamodb_server.endpoint_url
+    async with owning(endpoint, table_name) as store:
+        [explained] = _explanations(caplog, table_name)
+        assert explained.levelno == logging.ERROR
+        assert_explains(explained.getMessage(), table_name, "us-east-1", endpoint)
+        # The README's way (and the old one) of making the table: no error, no second log.
+        await store.create_table()
+        assert await store.load("x" * 43) is None
+    assert len(_explanations(caplog, table_name)) == 1
     store = owning(endpoint, table_name)
-    with pytest.raises(StoreError) as failed:
-        await store.open()
-    assert_explains(str(failed.value), table_name, "us-east-1", endpoint)
-    assert store.client is None
-    with pytest.raises(StoreError, match="not found"):
-        async with owning(endpoint, table_name):
-            pass
-    fresh = owning(endpoint, table_name)
-    try:
-        await fresh.create_table()  # opens the store itself, without the check
-        assert await fresh.load("x" * 43) is None
-    finally:
-        await fresh.close()
-    async with owning(endpoint, table_name) as opened:  # now the check passes
-        assert opened.client is not None
+    sent = await lifespan_startup(_starlette(store, []))  # the table is there now
+    assert sent[0]["type"] == "lifespan.startup.complete"
+    assert len(_explanations(caplog, table_name)) == 1
+
+
+async def test_a_table_made_after_a_failed_startup_is_found_at_the_next(
+    dynamodb_server: Any, table_name: str
+) -> None:
+    store = owning(dynamodb_server.endpoint_url, table_name)
+    failed = await lifespan_startup(_starlette(store, []))
+    assert [m["type"] for m in failed] == ["lifespan.startup.failed"]
+    async with dynamo_store(dynamodb_server.endpoint_url, table_name):
+        pass  # made by someone else (the CLI, CloudFormation)
+    again = await lifespan_startup(_starlette(store, []))  # the same store object
+    assert again[0]["type"] == "lifespan.startup.complete"
 
 
 def _uvicorn_app(tmp_path: Path) -> None:
@@ -271,13 +281,10 @@ async def test_at_request_time_a_missing_table_is_explained_once_a_minute(
     store = DynamoDBStore(dynamodb_client, DynamoDBStoreProps(table_name=table_name))
     app = SessionMiddleware(counter, store=store, secret_keys=SECRET)
     cookie = signed("s" * 43)
-    first = await call(app, "/", cookie)
-    assert first.status_code == 503
-    failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert any("session load failed" in m and "not found in region" in m for m in failures)
-
     replies = [await call(app, "/", cookie), await call(app, "/"), await call(app, "/", cookie)]
     assert [r.status_code for r in replies] == [503, 503, 503]  # loads and the create fail
+    failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("session load failed" in m for m in failures) == 2  # each failure still logged
     [explained] = _explanations(caplog, table_name)  # once, though three requests failed
     assert explained.levelno == logging.ERROR
     assert_explains(explained.getMessage(), table_name, "us-east-1", endpoint)

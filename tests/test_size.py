@@ -126,8 +126,8 @@ class Sizer:
 @asynccontextmanager
 async def sizer(endpoint: str, table: str, compress_above: int | None) -> AsyncIterator[Sizer]:
     async with dynamo_store(
-        endpoint, table, max_item_size=1, compress_above=compress_above
-    ) as probe:  # the table must exist for the store to open, though the probe never writes
+        endpoint, table, create=False, max_item_size=1, compress_above=compress_above
+    ) as probe:
         yield Sizer(probe)
 
 
