@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Seque
 from datetime import timedelta
 from typing import Any
 
+from . import _telemetry
 from ._access import SESSION_KEY
 from ._exclude import Exclude, excluder
 from ._ids import log_id
@@ -218,6 +219,7 @@ class SessionMiddleware:
         if found is not None:
             session_id, key_index = found
             record = await self.store.load(session_id)
+            _telemetry.count("load")
             if record is not None:
                 session = self.persister.session(record, key_index)
         if session is None:
@@ -312,6 +314,7 @@ class SessionMiddleware:
             )
 
     async def _answer(self, send: Send, status: int, body: bytes, retry: bool) -> None:
+        _telemetry.count("unavailable" if status == 503 else "refused")
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(body)).encode()),
@@ -334,6 +337,7 @@ class SessionMiddleware:
         except StoreError as exc:
             logger.error("session load failed, refusing the websocket: %s", exc)
             self._explain(exc)
+            _telemetry.count("unavailable")
             await send({"type": "websocket.close", "code": 1013, "reason": "Try again later"})
             return
         accepted = False

@@ -110,6 +110,7 @@ def test_serve_against_the_test_server(app: str, dynamodb_server: Any) -> None:
     output = proc.stdout.read() if proc.stdout else ""
     assert proc.returncode == 0, output
     assert f"table {table} ready on {dynamodb_server.endpoint_url}" in output, output
+    assert f"table {table} matches the props" in output, output  # the CLI's check at startup
     assert "Application shutdown complete" in output, output
     assert "Unclosed" not in output, output
     assert "Traceback" not in output, output
@@ -144,6 +145,14 @@ def test_serve_starts_and_stops_its_own_moto(dynamodb_server: Any) -> None:
     while _answers(moto_port) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _answers(moto_port), "moto was left running"
+
+
+def test_serve_secure_marks_the_cookie_secure(dynamodb_server: Any) -> None:
+    port = free_port()
+    env = _env(DYNAMODB_ENDPOINT_URL=dynamodb_server.endpoint_url, SESSION_TABLE="ex_secure")
+    with serving(["counter", "--secure"], env, port):
+        cookie = httpx.get(f"http://127.0.0.1:{port}/").headers["set-cookie"]
+    assert re.fullmatch(r"id=[\w-]{43}\.[\w-]{43}; Path=/; HttpOnly; Secure; SameSite=Lax", cookie)
 
 
 def test_serve_refuses_a_busy_moto_port() -> None:
