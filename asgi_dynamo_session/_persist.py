@@ -11,8 +11,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import _telemetry, codec
+from . import _telemetry
 from ._ids import log_id, new_id
+from .codec import DEFAULT, Codec
 from .errors import SessionConflict, StoreError
 from .events import OnEvent, notify
 from .expiry import Expiry, OnSessionEnd, dump_policy, expiry_date, load_policy, window
@@ -52,8 +53,10 @@ class Persister:
         save_attempts: int,
         clock: Clock,
         on_event: OnEvent | None = None,
+        codec: Codec = DEFAULT,
     ) -> None:
         self.store = store
+        self.codec = codec
         self.on_event = on_event
         self.expiry = expiry
         self.touch_after = touch_after
@@ -88,7 +91,9 @@ class Persister:
             logger.warning("session %s ignored: %s", log_id(record.id), exc)
             return None
         if packed is None:
-            packed = record.packed if record.packed is not None else codec.pack(record.data)
+            packed = record._snapshot or (
+                record.packed if record.packed is not None else self.codec.pack(record.data)
+            )
         return Snapshot(
             id=record.id,
             packed=packed,
@@ -160,9 +165,11 @@ class Persister:
             return Cookie.EXPIRE, now
         if intents is not None and intents.cycle:
             return await self._cycle(session, loaded, now), now
-        packed = codec.pack(session)
+        packed, plain = self.codec.pack_flagged(session)
         if packed != loaded.packed or (intents is not None and intents.any()):
+            session._plain = None
             return await self._write(session, loaded, packed, now), now
+        session._plain = packed if plain else None  # unchanged: what the late check compares
         new_end = self._ends(loaded.policy, loaded.created_at, now)
         if self._touch_due(loaded, new_end):
             return await self._touch(session, loaded, new_end, now), now
@@ -203,10 +210,11 @@ class Persister:
 
     def _settled(self, session: Session, record: Record, data: dict[str, Any]) -> None:
         """The write of `record` succeeded: it is what the session now stands for."""
-        if dict.__len__(session) != len(data) or dict(dict.items(session)) != data:
-            dict.clear(session)
-            dict.update(session, data)
-        packed = record.packed if record.packed is not None else codec.pack(data)
+        # Always take `data` as it was written: a merge may give equal data in another key
+        # order, whose encoding would differ from `packed` and look like a change to save again.
+        dict.clear(session)
+        dict.update(session, data)
+        packed = record.packed if record.packed is not None else self.codec.pack(data)
         policy = None if record.policy is None else load_policy(record.policy)
         session._settle(
             Snapshot(
@@ -219,7 +227,7 @@ class Persister:
         self, session: Session, data: dict[str, Any], base: Snapshot | None, now: float
     ) -> None:
         """Store `data` under a fresh id (keeping the creation time and policy of `base`)."""
-        record = self._record(session, new_id(), base, data, codec.pack(data), now)
+        record = self._record(session, new_id(), base, data, self.codec.pack(data), now)
         record.version = 0
         await self.store.create(record)
         _telemetry.count("create")
@@ -250,27 +258,37 @@ class Persister:
         """This request's per-key changes against what it loaded; None for a whole replacement."""
         if session._intents is not None and session._intents.cleared:
             return None
-        before = codec.unpack(loaded.packed)
+        before = self.codec.unpack(loaded.packed)
         after = dict(dict.items(session))
         changed = {
             key: value
             for key, value in after.items()
-            if key not in before or codec.pack({key: value}) != codec.pack({key: before[key]})
+            if key not in before
+            or self.codec.pack({key: value}) != self.codec.pack({key: before[key]})
         }
         return changed, before.keys() - after.keys()
 
     async def _cycle(self, session: Session, loaded: Snapshot, now: float) -> Cookie:
         """Move the session to a new id: create it first (so data that cannot be stored leaves
         the old session untouched), then take the old item; if another request wrote to it after
-        this one loaded, the new item gets that write too, with this request's changes on top."""
+        this one loaded, the new item gets that write too, with this request's changes on top.
+        Any failure after the take undoes it, so a failed login leaves the old session as it was.
+        """
         changes = self._changes(session, loaded)
         mine = dict(dict.items(session))
-        if not mine:  # everything removed at login: the session simply ends
-            return await self._write(session, loaded, codec.pack(mine), now)
-        own_policy = session._intents is not None and session._intents.expiry_set
+        if not mine:  # everything removed at login: the session ends as a whole
+            return await self._end(session)
+        intents = session._want()
+        own = (intents.cleared, intents.expiry_set, intents.expiry)
         await self._create(session, mine, loaded, now)
         new = session._loaded
         assert new is not None
+
+        def undo() -> None:  # the request's state as before the cycle, to save or retry again
+            session._loaded = loaded
+            intents.cycle = True
+            intents.cleared, intents.expiry_set, intents.expiry = own
+
         try:
             if self._fine is not None:
                 taken = await self._fine.take(loaded.id)
@@ -280,6 +298,7 @@ class Persister:
                     await self.store.delete(loaded.id)
         except StoreError:
             await self._discard(new.id)
+            undo()
             raise
         base = None if taken is None else self._snapshot(taken)
         if taken is None or base is None:
@@ -287,20 +306,39 @@ class Persister:
             session._loaded = loaded  # what was lost is the old session
             return await self._gone(session, "id cycle")
         data = mine if changes is None else _apply(changes, taken.data)
-        packed = codec.pack(data)
-        if own_policy:
+        packed = self.codec.pack(data)
+        if own[1]:
             base = replace(base, policy=new.policy)
-        if packed != new.packed or base.policy != new.policy:
-            record = self._record(session, new.id, base, data, packed, now)
-            record.version = new.version  # nobody else knows the new id: this cannot conflict
-            await self.store.save(record)
-            self._settled(session, record, data)
+        try:
+            if packed != new.packed or base.policy != new.policy:
+                record = self._record(session, new.id, base, data, packed, now)
+                record.version = new.version  # nobody else knows the new id
+                await self.store.save(record)
+                self._settled(session, record, data)
+        except (StoreError, SessionConflict) as exc:
+            if self._fine is not None:
+                await self._restore(taken)
+            await self._discard(new.id)
+            undo()
+            raise StoreError(f"session id cycle not completed: {exc}") from exc
+        await self._discard(loaded.id)  # the taken item
         logger.info("session %s cycled to %s", log_id(loaded.id), log_id(new.id))
         await notify(self.on_event, "cycled", new.id, previous=loaded.id)
         return Cookie.NEW
 
+    async def _restore(self, taken: Record) -> None:
+        """Undo a take; best effort (if it fails, the old session stays ended: fails closed)."""
+        assert self._fine is not None
+        try:
+            await self._fine.restore(taken)
+        except StoreError as exc:
+            logger.warning(
+                "session %s not restored after a failed cycle: %s", log_id(taken.id), exc
+            )
+
     async def _discard(self, session_id: str) -> None:
-        """Remove a new item no cookie will name (its cycle failed); best effort."""
+        """Remove an item no cookie will name (a cycle's taken item, or the new one of a failed
+        cycle); best effort: a taken item is never loaded, and both expire."""
         try:
             await self.store.delete(session_id)
         except StoreError as exc:
@@ -348,7 +386,7 @@ class Persister:
                 base = rebased
                 if changes is not None:
                     data = _apply(changes, current.data)
-                    packed = codec.pack(data)
+                    packed = self.codec.pack(data)
                 logger.info(
                     "session %s changed meanwhile; merged (try %d)", log_id(loaded.id), attempt + 1
                 )

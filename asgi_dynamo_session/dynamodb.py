@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -19,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import codec
 from ._ids import hash_id, log_id, new_id, new_token
 from ._loops import PerLoop
+from ._seal import EncryptionKeys
 from ._table_check import TableCheck
 from ._transport import (
     AioBotocoreTransport,
@@ -31,7 +33,7 @@ from ._transport import (
 from .errors import SessionConflict, SessionTooLarge, StoreError
 from .expiry import load_policy
 from .record import Record
-from .store import DEFAULT_CLOCK_SKEW, Clock, epoch
+from .store import DEFAULT_CLOCK_SKEW, ITEM_LIMIT, Clock, epoch
 
 if TYPE_CHECKING:
     from ._fast import FastTransport
@@ -39,19 +41,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("asgi_dynamo_session")
 
 #: DynamoDB's hard limit on one item: attribute names plus values.
-DYNAMODB_ITEM_LIMIT = 400 * 1024
+DYNAMODB_ITEM_LIMIT = ITEM_LIMIT
 #: The largest epoch second and version counter read back from an item (9999-12-31; 2**63-1).
 _MAX_EPOCH = 253_402_214_400
 _MAX_VERSION = 2**63 - 1
-#: How far in the past `take` dates an ended item, beyond any writer's clock skew.
-_TOMBSTONE_AGE = 86_400
 _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
-def _whole(text: Any, upper: int) -> int:
-    """A stored Number that must be a whole number from 0 to `upper`; ValueError otherwise."""
-    if not isinstance(text, str) or not _DIGITS.fullmatch(text) or int(text) > upper:
-        raise ValueError(f"not a whole number within 0..{upper}: {str(text)[:40]!r}")
+def _whole(text: Any, upper: int, low: int = 0) -> int:
+    """A stored Number that must be a whole number from `low` to `upper`; ValueError otherwise."""
+    if not isinstance(text, str) or not _DIGITS.fullmatch(text) or not low <= int(text) <= upper:
+        raise ValueError(f"not a whole number within {low}..{upper}: {str(text)[:40]!r}")
     return int(text)
 
 
@@ -89,6 +89,7 @@ class DynamoDBStoreProps:
     created_name: str = "created_at"
     policy_name: str = "expiry_policy"
     token_name: str = "write_token"
+    ended_name: str = "ended_by"
 
 
 def item_size(item: Item) -> int:
@@ -126,6 +127,14 @@ def _number_size(text: str) -> int:
     return 1 + pairs + negative
 
 
+def _context(key: Item, props: DynamoDBStoreProps) -> bytes:
+    """The item's key as a sealed payload's associated data: the payload opens on this item only."""
+    parts = [props.partition_key.name, key[props.partition_key.name]["S"]]
+    if props.sort_key is not None:
+        parts += [props.sort_key.name, key[props.sort_key.name]["S"]]
+    return codec.DEFAULT.pack({"key": parts})
+
+
 TransportChoice = Literal["auto", "aiobotocore", "fast", "aiohttp"]
 
 
@@ -150,6 +159,9 @@ class DynamoDBStore:
         pool_size: int = 64,
         max_item_size: int = DYNAMODB_ITEM_LIMIT,
         compress_above: int | None = 8 * 1024,
+        max_data_size: int = codec.MAX_DATA_SIZE,
+        encryption_keys: EncryptionKeys | None = None,
+        accept_plaintext: bool = False,
         clock: Clock = time.time,
         clock_skew: timedelta | None = None,
     ) -> None:
@@ -167,6 +179,13 @@ class DynamoDBStore:
         self._pool_size = pool_size
         self.max_item_size = max_item_size
         self.compress_above = compress_above
+        self._framing = codec.Framing(
+            compress_above=compress_above,
+            max_data_size=max_data_size,
+            encryption_keys=encryption_keys,
+            accept_plaintext=accept_plaintext,
+        )
+        self._codec = codec.DEFAULT
         self._clock = clock
         #: Writes need the stored expiry later than now plus this (None: the middleware's).
         self.clock_skew = clock_skew
@@ -320,12 +339,16 @@ class DynamoDBStore:
             key[p.sort_key.name] = {"S": p.sort_key.value(k)}
         return key
 
+    def _use_codec(self, chosen: codec.Codec) -> None:
+        """Decode with the codec (registered types) of the middleware that uses this store."""
+        self._codec = codec.bind(self._codec, chosen)
+
     def _item(self, record: Record, version: int, token: str) -> Item:
         p = self.props
-        packed = record.packed if record.packed is not None else codec.pack(record.data)
+        packed = record.packed if record.packed is not None else self._codec.pack(record.data)
         item = self.key(record.id)
         item[p.expiry_name] = {"N": str(epoch(record.expiry_date))}
-        item[p.data_name] = {"B": codec.encode(packed, self.compress_above)}
+        item[p.data_name] = {"B": self._framing.dump(packed, lambda: _context(item, p))}
         item[p.version_name] = {"N": str(version)}
         item[p.token_name] = {"S": token}
         if record.created_at is not None:
@@ -338,22 +361,36 @@ class DynamoDBStore:
         return item
 
     def _record(
-        self, session_id: str, item: Item, *, margin: float = 0.0, live: bool = True
+        self,
+        session_id: str,
+        item: Item,
+        *,
+        margin: float = 0.0,
+        live: bool = True,
+        ended: bool = False,
     ) -> Record | None:
-        """The record in an item, or None when it cannot be read or (with `live`) its expiry
-        is not later than now plus `margin`. Every attribute is checked here, so a malformed
-        item is no session, never an exception."""
+        """The record in an item, or None when it cannot be read, was ended by a take (unless
+        `ended`), or (with `live`) its expiry is not later than now plus `margin`. Every
+        attribute is checked here, so a malformed item is no session, never an exception."""
         p = self.props
+        if not ended and p.ended_name in item:
+            return None
         try:
             expires = _whole(item[p.expiry_name]["N"], _MAX_EPOCH)
             if live and expires <= self._clock() + margin:
                 return None
-            data = codec.unpack(codec.decode(item[p.data_name]["B"]))
-            version = (
-                _whole(item[p.version_name]["N"], _MAX_VERSION) if p.version_name in item else 0
+            payload = item[p.data_name]["B"]
+            packed = self._framing.load(payload, lambda: _context(self.key(session_id), p))
+            data, whole = self._codec.load(packed)
+            version = (  # a stored counter starts at 1: 0 would never match a conditional save
+                _whole(item[p.version_name]["N"], _MAX_VERSION, low=1)
+                if p.version_name in item
+                else 0
             )
             created = item.get(p.created_name)
-            created_at = None if created is None else _moment(_whole(created["N"], _MAX_EPOCH))
+            # created in the future (beyond a day of skew) is as unreadable as malformed
+            latest = min(_MAX_EPOCH, int(self._clock()) + 86_400)
+            created_at = None if created is None else _moment(_whole(created["N"], latest))
             policy = item[p.policy_name]["S"] if p.policy_name in item else None
             if policy is not None:
                 load_policy(policy)
@@ -361,7 +398,7 @@ class DynamoDBStore:
         except (KeyError, ValueError, TypeError, OverflowError, OSError) as exc:
             logger.warning("unreadable session item %s ignored: %s", log_id(session_id), exc)
             return None
-        return Record(
+        record = Record(
             id=session_id,
             data=data,
             expiry_date=expiry_date,
@@ -370,6 +407,9 @@ class DynamoDBStore:
             policy=policy,
             # no `packed`: a caller may change `data` before save(), which must write the change
         )
+        if whole:
+            record._snapshot = bytes(packed)
+        return record
 
     def _token(self, item: Item | None) -> str | None:
         """The write token an item carries: which save wrote it."""
@@ -505,41 +545,66 @@ class DynamoDBStore:
                 raise
 
     async def take(self, session_id: str) -> Record | None:
-        """End the live item and return it as it was (for `cycle_id`): it is first marked
-        ended under a write token, so a retry whose first answer was lost still gets the data,
-        then deleted. None when it was not live."""
+        """End the live item and return it as it was (for `cycle_id`), or None when it was not
+        live. The item is marked ended (`ended_by`, a write token; no load or write accepts it
+        from then on) and kept, with its expiry, until the move is done: a retry whose first
+        answer was lost still finds its data, and `restore` can undo the take."""
         wire = await self._transport()
         p = self.props
         token = new_token()
-        key = self.key(session_id)
-        values = {
-            **self._live_after(),
-            ":dead": {"N": str(int(self._clock()) - _TOMBSTONE_AGE)},
-            ":tok": {"S": token},
-        }
         try:
             old = await wire.update_item(
                 p.table_name,
-                key,
-                update="SET #exp = :dead, #tok = :tok",
-                condition="attribute_exists(#pk) AND #exp > :live",
-                names={"#pk": p.partition_key.name, "#exp": p.expiry_name, "#tok": p.token_name},
-                values=values,
+                self.key(session_id),
+                update="SET #end = :tok, #ver = if_not_exists(#ver, :zero) + :one",
+                condition="attribute_exists(#pk) AND #exp > :live AND attribute_not_exists(#end)",
+                names={
+                    "#pk": p.partition_key.name,
+                    "#exp": p.expiry_name,
+                    "#end": p.ended_name,
+                    "#ver": p.version_name,
+                },
+                values={
+                    **self._live_after(),
+                    ":tok": {"S": token},
+                    ":zero": {"N": "0"},
+                    ":one": {"N": "1"},
+                },
                 old=True,
             )
         except ConditionFailed as failed:
             old = failed.item or await self._current(wire, session_id)
-            if self._token(old) != token:
+            if self._ended_by(old) != token:
                 return None
         except StoreError as failure:
             old = await self._after(wire, session_id, failure)
-            if self._token(old) != token:
+            if self._ended_by(old) != token:
                 raise
-        try:
-            await wire.delete_item(p.table_name, key)
-        except StoreError as exc:  # the item is already ended; TTL removes it
-            logger.warning("ended session item %s not deleted: %s", log_id(session_id), exc)
-        return None if old is None else self._record(session_id, old, live=False)
+        record = None if old is None else self._record(session_id, old, live=False, ended=True)
+        if record is None:
+            return None
+        record._taken = token
+        return record
+
+    async def restore(self, taken: Record) -> None:
+        """Undo `take` (the move it began failed): the item is live again, at a new version."""
+        wire = await self._transport()
+        p = self.props
+        with contextlib.suppress(ConditionFailed):  # not ended by that take: nothing to undo
+            await wire.update_item(
+                p.table_name,
+                self.key(taken.id),
+                update="REMOVE #end",
+                condition="#end = :tok",
+                names={"#end": p.ended_name},
+                values={":tok": {"S": taken._taken or ""}},
+            )
+
+    def _ended_by(self, item: Item | None) -> str | None:
+        """The token of the take that ended an item, if one did."""
+        value = None if item is None else item.get(self.props.ended_name)
+        token = value.get("S") if isinstance(value, dict) else None
+        return token if isinstance(token, str) else None
 
     async def remove(self, record: Record) -> None:
         """Delete the item if it is still at `record.version`; `SessionConflict` otherwise."""

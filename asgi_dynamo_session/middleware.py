@@ -15,8 +15,9 @@ from ._ids import log_id
 from ._litestar import note_session_id
 from ._persist import Cookie, Persister
 from ._replaced import replacement_data
+from .codec import Codec, Types
 from .cookies import CookieFormat, SameSite, Signer, cookie_values
-from .errors import SessionTooLarge, StoreError
+from .errors import SessionError, SessionTooLarge, StoreError
 from .events import OnEvent
 from .expiry import AtDateTime, Expiry, OnSessionEnd
 from .session import DEAD_COOKIE, Session
@@ -56,6 +57,7 @@ class SessionMiddleware:
         retry_after: int = 1,
         clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
         on_event: OnEvent | None = None,
+        types: Types = (),
         clock: Clock = time.time,
     ) -> None:
         if isinstance(expiry, AtDateTime) and expiry.at.timestamp() <= clock():
@@ -82,8 +84,13 @@ class SessionMiddleware:
             same_site=same_site,
             partitioned=partitioned,
         )
+        self.codec = Codec(types)
+        bind = getattr(store, "_use_codec", None)
+        if bind is not None:  # our stores decode payloads: they need the registered types
+            bind(self.codec)
         self.persister = Persister(
             store,
+            codec=self.codec,
             expiry=expiry or OnSessionEnd(),
             touch_after=touch_after,
             absolute_timeout=absolute_timeout,
@@ -194,13 +201,14 @@ class SessionMiddleware:
             await self._answer(send, 500, b"Session data cannot be stored\n", False)
             return
         headers = list(message.get("headers", ()))
+        given = len(headers)
         if save:
             failure = await self._commit_for_response(session, headers)
             if failure is not None:
                 replaced.append(True)
                 await self._answer(send, *failure)
                 return
-        if session.accessed:
+        if session.accessed or len(headers) > given:  # read, or carries our cookie (touch)
             _add_vary(headers)
         message["headers"] = headers
         await send(message)
@@ -260,7 +268,7 @@ class SessionMiddleware:
         except TypeError as exc:
             logger.error("session %s not saved: %s", log_id(session.id), exc)
             return 500, b"Session data cannot be stored\n", False
-        except StoreError as exc:
+        except SessionError as exc:  # StoreError, or a conflict no retry could settle
             logger.error("session %s save failed, answering 503: %s", log_id(session.id), exc)
             self._explain(exc)
             return 503, b"Session store unavailable\n", True
@@ -295,12 +303,30 @@ class SessionMiddleware:
             return
         intents = session._intents
         pending = None if intents is None else intents.pending
+        plain = session._plain
+        # Read-only so far: plain data that encodes the same is unchanged (a value that changed
+        # only its type, to one MessagePack writes alike, is the one thing this cannot see).
+        if (
+            pending is None
+            and (intents is None or not intents.any())
+            and plain is not None
+            and self.codec.native(session) == plain
+        ):
+            return
         if not session.modified and pending is None:
             return
         had_id = session.id
+        if intents is not None and intents.cycle and had_id is not None:
+            # the browser can no longer learn a new id: keep this one rather than log it out
+            intents.cycle = False
+            logger.warning(
+                "session %s: cycle_id() after the response started is ignored (the browser "
+                "could not be told the new id); call it before the response starts",
+                log_id(had_id),
+            )
         try:
             action, _ = await self.persister.commit(session)
-        except (StoreError, SessionTooLarge, TypeError) as exc:
+        except (SessionError, TypeError) as exc:
             logger.error("session %s not saved after the response started: %s", log_id(had_id), exc)
             return
         if intents is not None:

@@ -134,9 +134,20 @@ class CountingStore:
         self.calls["remove"] += 1
         await self.inner.remove(record)
 
+    async def restore(self, taken: Record) -> None:
+        self.calls["restore"] += 1
+        await self.inner.restore(taken)
+
+    def _use_codec(self, chosen: Any) -> None:
+        """Hand the middleware's codec (its `types=`) on to the wrapped store."""
+        self.inner._use_codec(chosen)
+
     @property
     def writes(self) -> int:
-        return sum(self.calls[k] for k in ("create", "save", "delete", "touch", "take", "remove"))
+        return sum(
+            self.calls[k]
+            for k in ("create", "save", "delete", "touch", "take", "remove", "restore")
+        )
 
 
 def client_for(app: Any, **kwargs: Any) -> httpx.AsyncClient:
