@@ -189,9 +189,38 @@ class Browser:
         return response
 
 
+def lifespan_optional(app: Any) -> Any:
+    """`app` as uvicorn's default ``--lifespan auto`` treats it: an app that fails on the
+    lifespan scope before reading from it does not speak lifespan, and is served anyway."""
+
+    async def served(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        read = False
+
+        async def reading() -> Any:
+            nonlocal read
+            read = True
+            return await receive()
+
+        try:
+            await app(scope, reading, send)
+        except Exception:
+            if read:
+                raise
+            while True:  # answer the lifespan in the app's place
+                kind = (await receive())["type"].rsplit(".", 1)[-1]
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+
+    return served
+
+
 async def serve_and_request(app: Any, routes: list[tuple[str, str]]) -> None:
     others = [route for route in routes if route != ("GET", "/")]
-    async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with running(lifespan_optional(app)) as url, httpx.AsyncClient(base_url=url) as client:
         browser = Browser(client)
         counts: list[int] = []
         for method, path in [("GET", "/"), ("GET", "/"), *others]:
