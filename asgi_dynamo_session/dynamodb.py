@@ -21,6 +21,7 @@ from . import codec
 from ._ids import hash_id, log_id, new_id, new_token
 from ._loops import PerLoop
 from ._seal import EncryptionKeys
+from ._table_check import TableCheck
 from ._transport import (
     AioBotocoreTransport,
     ConditionFailed,
@@ -194,6 +195,7 @@ class DynamoDBStore:
         self._opened: PerLoop[RequestTransport] = PerLoop(self._open_here)
         self._clients: dict[RequestTransport, Any] = {}
         self._said: set[str] = set()  # why a fast transport was not used, logged once each
+        self._table_check = TableCheck()
 
     # -- lifecycle -------------------------------------------------------------------------
     # Connections belong to the event loop that uses them (`PerLoop`): a store used from another
@@ -230,6 +232,7 @@ class DynamoDBStore:
             client.meta.events.register("before-parse.dynamodb", check_raw_response)
             self.client = client
         wire = await self._make_transport(stack, client)
+        await self._check_table(client)
         self._clients[wire] = client
         stack.callback(self._clients.pop, wire, None)
         return wire
@@ -283,6 +286,20 @@ class DynamoDBStore:
             # every write of ours carries a write token (a retry that meets its own earlier
             # application is recognised) or is idempotent: safe to resend once sent
             retry_sent_writes=True,
+        )
+
+    async def _check_table(self, client: Any) -> None:
+        """Until the table is found: DescribeTable, logging how to create a missing one."""
+        await self._table_check.run(client, self.props.table_name)
+
+    def _missing_table(self) -> str | None:
+        """Why the table was not found at the last open (the lifespan startup fails with it)."""
+        return self._table_check.missing
+
+    def _explain_failure(self, exc: BaseException) -> None:
+        """Log (at most once a minute) how to fix a failure that a missing table caused."""
+        self._table_check.explain(
+            exc, self.client, self.props.table_name, self._region_name, self._endpoint_url
         )
 
     def _forget_client(self, client: Any) -> None:
@@ -636,6 +653,7 @@ class DynamoDBStore:
         Enables TTL on the expiry attribute where the server supports it; returns whether TTL
         is on. Servers without TTL (dynalite) need `delete_expired()` now and then.
         """
+        self._table_check.done = True  # this call makes sure of the table: no check first
         client = await self._client()
         p = self.props
         keys = [p.partition_key] + ([p.sort_key] if p.sort_key else [])
@@ -661,6 +679,7 @@ class DynamoDBStore:
             if described["Table"]["TableStatus"] == "ACTIVE":
                 break
             await asyncio.sleep(0.1)
+        self._table_check.found()
         if not enable_ttl:
             return False
         try:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from . import _telemetry
+from ._access import SESSION_KEY
+from ._exclude import Exclude, excluder
 from ._ids import log_id
+from ._litestar import note_session_id
 from ._persist import Cookie, Persister
+from ._replaced import replacement_data
 from .codec import Codec, Types
 from .cookies import CookieFormat, SameSite, Signer, cookie_values
 from .errors import SessionError, SessionTooLarge, StoreError
@@ -44,6 +48,8 @@ class SessionMiddleware:
         http_only: bool = True,
         same_site: SameSite | None = "lax",
         partitioned: bool = False,
+        exclude: Exclude | Iterable[Exclude] | None = None,
+        exclude_opt_key: str | None = "skip_session",
         expiry: Expiry | None = None,
         touch_after: timedelta | None = None,
         absolute_timeout: timedelta | None = None,
@@ -94,6 +100,14 @@ class SessionMiddleware:
         )
         self.retry_after = str(retry_after).encode()
         self.clock = clock
+        # None: no scope is excluded. With an opt key, the first request settles which test
+        # applies (see _settle_exclusion), so that the default costs one attribute check.
+        self._by_path = excluder(exclude, None)
+        self._by_route = excluder(exclude, exclude_opt_key)
+        self._excluded = self._by_path if exclude_opt_key is None else self._settle_exclusion
+        self._explain: Callable[[BaseException], None] = getattr(
+            store, "_explain_failure", _no_explanation
+        )
 
     # Typed loosely on purpose: each framework has its own ASGI type aliases (Litestar's are
     # TypedDicts), and this must type-check as middleware in all of them.
@@ -106,6 +120,10 @@ class SessionMiddleware:
                 await self._lifespan(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
+            return
+        excluded = self._excluded
+        if excluded is not None and excluded(scope):
+            await self.app(scope, receive, send)
             return
         # http, inline: the no-cookie path runs on every anonymous hit, so it is kept to a
         # header scan, one object and a thin send wrapper.
@@ -121,12 +139,13 @@ class SessionMiddleware:
                 session = await self._load(scope, values)
             except StoreError as exc:
                 logger.error("session load failed, answering 503: %s", exc)
+                self._explain(exc)
                 await self._answer(send, 503, b"Session store unavailable\n", retry=True)
                 return
         else:  # persister.session(None) and _attach, inline on the hot path
             session = Session()
             session._owner = self.persister
-            scope["session"] = session
+            scope["session"] = scope[SESSION_KEY] = session
             state = scope.get("state")
             if state.__class__ is dict:
                 state["session"] = session
@@ -157,6 +176,13 @@ class SessionMiddleware:
 
         await self.app(scope, receive, send_wrapper)
 
+    def _settle_exclusion(self, scope: Scope) -> bool:
+        """The first request's exclusion test, which picks the test for the rest: only Litestar's
+        router puts a ``route_handler`` (whose ``opt`` may opt out) in the scope, and it does so
+        on every request it routes to this middleware; elsewhere no request will have one."""
+        self._excluded = self._by_route if "route_handler" in scope else self._by_path
+        return self._excluded is not None and self._excluded(scope)
+
     async def _start(
         self,
         scope: Scope,
@@ -167,7 +193,13 @@ class SessionMiddleware:
         replaced: list[bool],
     ) -> None:
         """The response starts: persist (unless `save` is off), add Set-Cookie and Vary."""
-        self._current(scope, session)
+        try:
+            self._current(scope, session)
+        except TypeError as exc:  # scope["session"] holds something that is no session data
+            logger.error("session %s not saved: %s", log_id(session.id), exc)
+            replaced.append(True)
+            await self._answer(send, 500, b"Session data cannot be stored\n", False)
+            return
         headers = list(message.get("headers", ()))
         given = len(headers)
         if save:
@@ -203,21 +235,22 @@ class SessionMiddleware:
             session._owner = self.persister
             if values:
                 session._cookie = DEAD_COOKIE  # expired on this response unless it sets one
+        note_session_id(scope, session.id)  # Litestar's request.get_session_id()
         return self._attach(scope, session)
 
     def _attach(self, scope: Scope, session: Session) -> Session:
-        scope["session"] = session
+        scope["session"] = scope[SESSION_KEY] = session
         state = scope.get("state")
         if isinstance(state, dict):
             state["session"] = session
         return session
 
     def _current(self, scope: Scope, session: Session) -> Session:
-        """The session as the app left it: a replaced mapping becomes the data, anything else
-        that is not a mapping (None, a framework's Empty) empties it."""
+        """The session as the app left it: what replaced it (a mapping, a dataclass or model,
+        None, Litestar's Empty) becomes the data; TypeError for anything else."""
         value: Any = scope.get("session")
         if value is not session:
-            session._replace(value.items() if isinstance(value, Mapping) and value else ())
+            session._replace(replacement_data(value).items())
             scope["session"] = session
         return session
 
@@ -237,6 +270,7 @@ class SessionMiddleware:
             return 500, b"Session data cannot be stored\n", False
         except SessionError as exc:  # StoreError, or a conflict no retry could settle
             logger.error("session %s save failed, answering 503: %s", log_id(session.id), exc)
+            self._explain(exc)
             return 503, b"Session store unavailable\n", True
         intents = session._intents
         if intents is not None:
@@ -260,7 +294,13 @@ class SessionMiddleware:
 
     async def _late_commit(self, scope: Scope, session: Session) -> None:
         """After the response started: save what changed since, under the same id."""
-        session = self._current(scope, session)
+        try:
+            session = self._current(scope, session)
+        except TypeError as exc:
+            logger.error(
+                "session %s not saved after the response started: %s", log_id(session.id), exc
+            )
+            return
         intents = session._intents
         pending = None if intents is None else intents.pending
         plain = session._plain
@@ -314,11 +354,15 @@ class SessionMiddleware:
     # -- websocket -------------------------------------------------------------------------
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._excluded is not None and self._excluded(scope):
+            await self.app(scope, receive, send)
+            return
         values = cookie_values(scope["headers"], self.cookie.name)
         try:
             session = await self._load(scope, values)
         except StoreError as exc:
             logger.error("session load failed, refusing the websocket: %s", exc)
+            self._explain(exc)
             _telemetry.count("unavailable")
             await send({"type": "websocket.close", "code": 1013, "reason": "Try again later"})
             return
@@ -328,9 +372,14 @@ class SessionMiddleware:
             nonlocal accepted, session
             if message["type"] == "websocket.accept" and not accepted:
                 accepted = True
-                session = self._current(scope, session)
                 headers = list(message.get("headers", ()))
-                failure = await self._commit_for_response(session, headers)
+                try:
+                    session = self._current(scope, session)
+                except TypeError as exc:
+                    logger.error("session %s not saved: %s", log_id(session.id), exc)
+                    failure: tuple[int, bytes, bool] | None = (500, b"", False)
+                else:
+                    failure = await self._commit_for_response(session, headers)
                 if failure is not None:
                     await send({"type": "websocket.close", "code": 1011, "reason": "Session error"})
                     return
@@ -351,17 +400,25 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
-        received = False
+        received = failed = False
 
         async def receive_wrapper() -> Message:
-            nonlocal received
+            nonlocal received, failed
             received = True
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await opener()
+                try:
+                    await opener()
+                    _usable(self.store)
+                except Exception as exc:  # e.g. the table is missing: the server must not start
+                    failed = True
+                    await send({"type": "lifespan.startup.failed", "message": _failed(exc)})
+                    raise
             return message
 
         async def send_wrapper(message: Message) -> None:
+            if failed:  # we answered the server already; the app's own answer would be a second
+                return
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await closer()
             await send(message)
@@ -370,13 +427,15 @@ class SessionMiddleware:
             try:
                 await self.app(scope, receive_wrapper, send_wrapper)
             except Exception:
+                if failed:
+                    return
                 if received:
                     raise
                 # An app that fails before reading a lifespan message does not speak lifespan
                 # (e.g. `assert scope["type"] == "http"`): answer it ourselves for the store.
                 logger.debug("the app does not handle lifespan", exc_info=True)
             if not received:
-                await _store_lifespan(receive, send, opener, closer)
+                await _store_lifespan(receive, send, self.store, opener, closer)
         finally:
             await closer()
 
@@ -384,6 +443,7 @@ class SessionMiddleware:
 async def _store_lifespan(
     receive: Receive,
     send: Send,
+    store: Any,
     opener: Callable[[], Awaitable[None]],
     closer: Callable[[], Awaitable[None]],
 ) -> None:
@@ -393,8 +453,9 @@ async def _store_lifespan(
         if message["type"] == "lifespan.startup":
             try:
                 await opener()
+                _usable(store)
             except Exception as exc:
-                await send({"type": "lifespan.startup.failed", "message": f"session store: {exc}"})
+                await send({"type": "lifespan.startup.failed", "message": _failed(exc)})
                 return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
@@ -405,6 +466,23 @@ async def _store_lifespan(
 
 async def _nothing() -> None:
     """What a send that is dropped (after a replaced response) awaits."""
+
+
+def _no_explanation(exc: BaseException) -> None:
+    """A store that cannot say more about its failures than their message."""
+
+
+def _usable(store: Any) -> None:
+    """StoreError when the just-opened store found its table missing (DynamoDBStore says so)."""
+    missing = getattr(store, "_missing_table", None)
+    problem = missing() if callable(missing) else None
+    if problem:
+        raise StoreError(problem)
+
+
+def _failed(exc: BaseException) -> str:
+    """The lifespan.startup.failed message for a store that would not open."""
+    return f"session store: {exc}"
 
 
 def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:

@@ -670,3 +670,187 @@ async def test_get_session_accepts_every_request_object(dyn: Dynamo) -> None:
         get_session({"type": "http"})
     with pytest.raises(TypeError):
         get_session(object())
+
+
+# -- Litestar idioms: get_session_id, get_session after set_session, models, exclusion ----------
+
+
+@dataclass
+class _Profile:
+    user: str
+    roles: list[str]
+
+
+def _litestar_idioms(store: Any, mount: str, **options: Any) -> Any:
+    import msgspec
+    import pydantic
+    from litestar import Litestar, Request, get, post
+    from litestar.middleware import DefineMiddleware
+
+    class ProfileStruct(msgspec.Struct):
+        user: str
+        roles: list[str]
+
+    class ProfileModel(pydantic.BaseModel):
+        user: str
+        roles: list[str]
+        since: datetime
+
+    @get("/id")
+    async def session_id(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        return {"id": request.get_session_id(), "ours": get_session(request).id}
+
+    @post("/set-then-get", status_code=200)
+    async def set_then_get(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        request.set_session({"user": "dora"})
+        session = get_session(request)  # the middleware's Session, holding the new data
+        session["extra"] = 1
+        return {
+            "ours": isinstance(session, Session),
+            "same": session is request.session is request.scope["session"],
+            "data": dict(session),
+        }
+
+    @post("/model", status_code=200)
+    async def set_model(request: Request[Any, Any, Any]) -> None:
+        kind = request.query_params["kind"]
+        roles = ["admin", kind]
+        value: Any = {
+            "dataclass": _Profile("dora", roles),
+            "struct": ProfileStruct("dora", roles),
+            "pydantic": ProfileModel(
+                user="dora", roles=roles, since=datetime(2026, 1, 2, tzinfo=timezone.utc)
+            ),
+        }[kind]
+        request.set_session(value)
+
+    @get(["/count", "/static/app.css", "/favicon.ico"])
+    async def anything(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        if "session" not in request.scope:
+            return {"session": None}
+        request.session["n"] = request.session.get("n", 0) + 1
+        return {"session": dict(request.session)}
+
+    @get("/ping", skip_session=True)
+    async def ping() -> dict[str, Any]:
+        return {"pong": True}
+
+    @get("/probe", skip_session=True)
+    async def probe(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        return {"has_session": "session" in request.scope}
+
+    @get("/custom", opt={"no_session": True})
+    async def custom(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        return {"has_session": "session" in request.scope}
+
+    handlers = [session_id, set_then_get, set_model, anything, ping, probe, custom]
+    options = {"store": store, "secret_keys": SECRET, **options}
+    if mount == "define":
+        return Litestar(
+            handlers,
+            middleware=[DefineMiddleware(SessionMiddleware, **options)],
+            on_startup=[store.open],
+            on_shutdown=[store.close],
+        )
+    return SessionMiddleware(Litestar(handlers), **options)
+
+
+def _litestar_counting(counting: list[Counting], mount: str, **options: Any) -> Any:
+    def build(store: Any) -> Any:
+        counting.append(Counting(store))
+        return _litestar_idioms(counting[-1], mount, **options)
+
+    return build
+
+
+@pytest.mark.parametrize("mount", ["define", "outer"])
+async def test_litestar_get_session_id_is_the_session_id(mount: str, dyn: Dynamo) -> None:
+    build = lambda store: _litestar_idioms(store, mount)  # noqa: E731
+    async with browse(build, "litestar", "client", dyn) as browser:
+        assert compact((await browser.get("/id")).text) == '{"id":null,"ours":null}'
+        await browser.get("/count")
+        shown = await browser.get("/id")
+        assert shown.text == f'{{"id":"{browser.session_id}","ours":"{browser.session_id}"}}'
+        await browser.post("/set-then-get")  # replaced as a whole: same id
+        assert f'"id":"{browser.session_id}"' in (await browser.get("/id")).text
+
+
+@pytest.mark.parametrize("mount", ["define", "outer"])
+async def test_litestar_get_session_right_after_set_session(mount: str, dyn: Dynamo) -> None:
+    build = lambda store: _litestar_idioms(store, mount)  # noqa: E731
+    async with browse(build, "litestar", "client", dyn) as browser:
+        await browser.get("/count")
+        reply = await browser.post("/set-then-get")
+        assert reply.status == 200, reply.text
+        assert compact(reply.text) == ('{"ours":true,"same":true,"data":{"user":"dora","extra":1}}')
+        assert await session_data(dyn.store, browser.session_id) == {"user": "dora", "extra": 1}
+
+
+@pytest.mark.parametrize("kind", ["dataclass", "struct", "pydantic"])
+@pytest.mark.parametrize("mount", ["define", "outer"])
+async def test_litestar_set_session_of_a_model_stores_its_fields(
+    kind: str, mount: str, dyn: Dynamo
+) -> None:
+    build = lambda store: _litestar_idioms(store, mount)  # noqa: E731
+    async with browse(build, "litestar", "client", dyn) as browser:
+        await browser.get("/count")  # an existing session: the model replaces its data
+        reply = await browser.post(f"/model?kind={kind}")
+        assert reply.status == 200, reply.text
+        expected: dict[str, Any] = {"user": "dora", "roles": ["admin", kind]}
+        if kind == "pydantic":
+            expected["since"] = "2026-01-02T00:00:00Z"  # as msgspec.to_builtins gives it
+        assert await session_data(dyn.store, browser.session_id) == expected
+        assert (await browser.get("/count")).status == 200
+        assert await session_data(dyn.store, browser.session_id) == {**expected, "n": 1}
+
+
+@pytest.mark.parametrize("mount", ["define", "outer"])
+async def test_litestar_exclude(mount: str, dyn: Dynamo) -> None:
+    counting: list[Counting] = []
+    build = _litestar_counting(counting, mount, exclude=["/static/", re.compile(r"\.ico$")])
+    async with browse(build, "litestar", "client", dyn) as browser:
+        await browser.get("/count")
+        [calls] = [c.calls for c in counting]
+        calls.clear()
+        for path in ("/static/app.css", "/favicon.ico"):
+            reply = await browser.get(path)
+            assert compact(reply.text) == '{"session":null}', path
+            assert reply.set_cookies == [] and reply.all("vary") == []
+        assert dict(calls) == {}
+        assert compact((await browser.get("/count")).text) == '{"session":{"n":2}}'
+        assert calls["load"] == 1
+
+
+async def test_litestar_skip_session_opt_key(dyn: Dynamo) -> None:
+    counting: list[Counting] = []
+    async with browse(_litestar_counting(counting, "define"), "litestar", "client", dyn) as browser:
+        await browser.get("/count")
+        [calls] = [c.calls for c in counting]
+        calls.clear()
+        assert compact((await browser.get("/probe")).text) == '{"has_session":false}'
+        pong = await browser.get("/ping")
+        assert compact(pong.text) == '{"pong":true}'
+        assert pong.set_cookies == [] and pong.all("vary") == []
+        assert dict(calls) == {}
+        # Not opted out by the default key: the custom key is not the one in use.
+        assert compact((await browser.get("/custom")).text) == '{"has_session":true}'
+        assert calls["load"] == 1
+
+
+async def test_litestar_custom_exclude_opt_key(dyn: Dynamo) -> None:
+    counting: list[Counting] = []
+    build = _litestar_counting(counting, "define", exclude_opt_key="no_session")
+    async with browse(build, "litestar", "client", dyn) as browser:
+        await browser.get("/count")
+        [calls] = [c.calls for c in counting]
+        calls.clear()
+        assert compact((await browser.get("/custom")).text) == '{"has_session":false}'
+        assert dict(calls) == {}
+        assert compact((await browser.get("/probe")).text) == '{"has_session":true}'
+
+
+async def test_litestar_opt_key_off(dyn: Dynamo) -> None:
+    """exclude_opt_key=None: route opts are ignored (the control for the tests above)."""
+    build = lambda store: _litestar_idioms(store, "define", exclude_opt_key=None)  # noqa: E731
+    async with browse(build, "litestar", "client", dyn) as browser:
+        assert compact((await browser.get("/probe")).text) == '{"has_session":true}'

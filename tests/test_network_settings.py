@@ -196,8 +196,9 @@ async def test_http_proxy_from_the_environment(
     async with _store(table, transport, endpoint_url=dynamodb_server.endpoint_url) as store:
         assert await _counts(store) == [1, 2, 3]
         kind = await _kind(store)
-    # one create and two load+save pairs, all through the proxy, whatever the transport
-    assert proxy.requests == 5
+    # the open's table check, one create and two load+save pairs, all through the proxy,
+    # whatever the transport
+    assert proxy.requests == 6
     assert set(proxy.targets) == {dynamodb_server.endpoint_url.removeprefix("http://")}
     if transport == "fast":  # the httptools transport has no proxy support: aiohttp's has
         assert kind == "FastTransport"
@@ -235,7 +236,7 @@ async def test_proxies_in_the_client_config(
         store = DynamoDBStore(client, DynamoDBStoreProps(table_name=table), transport=transport)  # type: ignore[arg-type]
         async with store:
             assert await _counts(store) == [1, 2, 3]
-    assert proxy.requests == 5
+    assert proxy.requests == 6  # with the open's table check (DescribeTable)
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "aiobotocore"])
