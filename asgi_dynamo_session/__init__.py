@@ -1,6 +1,7 @@
 """Server-side sessions in DynamoDB for any ASGI app."""
 
 from ._access import get_session
+from ._users import SessionInfo
 from .dynamodb import DynamoDBStore, DynamoDBStoreKey, DynamoDBStoreProps
 from .errors import SessionConflict, SessionError, SessionTooLarge, StoreError
 from .expiry import AtDateTime, OnInactivity, OnSessionEnd
@@ -21,6 +22,7 @@ __all__ = [
     "Session",
     "SessionConflict",
     "SessionError",
+    "SessionInfo",
     "SessionMiddleware",
     "SessionStore",
     "SessionTooLarge",

@@ -18,6 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import codec
 from ._ids import hash_id, log_id, new_id
 from ._transport import AioBotocoreTransport, ConditionFailed, Item, RequestTransport
+from ._user_index import SEEN_ATTR, UserIndex, binding_attrs, binding_of
+from ._users import Replaced, SessionInfo, handle_of, user_key
 from .errors import SessionConflict, SessionTooLarge, StoreError
 from .record import Record
 from .store import Clock, epoch
@@ -141,6 +143,7 @@ class DynamoDBStore:
         p = self.props
         self._names = {"#pk": p.partition_key.name, "#exp": p.expiry_name}
         self._live_check = "attribute_exists(#pk) AND #exp > :now"
+        self._users = UserIndex(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -246,6 +249,7 @@ class DynamoDBStore:
             item[p.created_name] = {"N": str(int(record.created_at.timestamp()))}
         if record.policy is not None:
             item[p.policy_name] = {"S": record.policy}
+        item.update(binding_attrs(record.user, self._clock()))
         size = item_size(item)
         if size > self.max_item_size:
             raise SessionTooLarge(size, self.max_item_size)
@@ -275,6 +279,7 @@ class DynamoDBStore:
             if created is None
             else datetime.fromtimestamp(int(created["N"]), timezone.utc),
             policy=policy,
+            user=binding_of(item),
             # no `packed`: a caller may change `data` before save(), which must write the change
         )
 
@@ -351,9 +356,9 @@ class DynamoDBStore:
             await wire.update_item(
                 self.props.table_name,
                 self.key(session_id),
-                update="SET #exp = :exp",
+                update="SET #exp = :exp, #seen = :now",
                 condition=self._live_check,
-                names=self._names,
+                names={**self._names, "#seen": SEEN_ATTR},
                 values={**self._now(), ":exp": {"N": str(epoch(expiry_date))}},
             )
         except ConditionFailed:
@@ -374,6 +379,34 @@ class DynamoDBStore:
         except ConditionFailed:
             return False
         return True
+
+    # -- users and devices (the per-user index: _user_index.py) ----------------------------
+
+    async def user_sessions(self, user_id: str) -> list[SessionInfo]:
+        """The user's live sessions, newest first (a consistent GetItem of the user's index and
+        one consistent BatchGetItem per 100 sessions; dead entries are pruned on the way)."""
+        return await self._users.sessions(user_key(user_id))
+
+    async def revoke_user(self, user_id: str, keep: str | None = None) -> int:
+        """End every session of the user but `keep` (a session id); how many were live."""
+        kept = None if keep is None else self._users.stored(keep)
+        return await self._users.revoke(user_key(user_id), lambda k: k != kept)
+
+    async def revoke(self, user_id: str, handle: str) -> bool:
+        """End the user's session with this `SessionInfo.handle`; False when none was live."""
+        ended = await self._users.revoke(user_key(user_id), lambda k: handle_of(k) == handle)
+        return ended > 0
+
+    async def bind(
+        self, record: Record, *, replaces: Replaced | None = None, max_sessions: int | None = None
+    ) -> None:
+        """Create a bound session in one TransactWriteItems with its index entry (see
+        `UserStore.bind`)."""
+        await self._users.bind(record, replaces, max_sessions)
+
+    async def delete_bound(self, session_id: str, user: str) -> None:
+        """Delete a bound session (DeleteItem), then its index entry (UpdateItem)."""
+        await self._users.delete_bound(session_id, user)
 
     # -- maintenance -----------------------------------------------------------------------
 
