@@ -12,6 +12,8 @@ from typing import Any
 
 from . import codec
 from ._ids import log_id, new_id
+from ._user_seal import UserSeal
+from ._users import Binding, Replaced, UserStore, no_user_store, user_key
 from .errors import SessionConflict, StoreError
 from .expiry import Expiry, OnSessionEnd, dump_policy, expiry_date, load_policy, window
 from .record import Record
@@ -42,6 +44,8 @@ class Persister:
         absolute_timeout: timedelta | None,
         save_attempts: int,
         clock: Clock,
+        seal: UserSeal | None = None,
+        max_sessions_per_user: int | None = None,
     ) -> None:
         self.store = store
         self.expiry = expiry
@@ -51,6 +55,9 @@ class Persister:
         self.clock = clock
         # Checked once: isinstance against a runtime-checkable protocol is slow.
         self._refresher = store if isinstance(store, RefreshingStore) else None
+        self._users = store if isinstance(store, UserStore) else None
+        self.seal = seal
+        self.max_sessions = max_sessions_per_user
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -68,6 +75,7 @@ class Persister:
             session._created_at = record.created_at
             session._stored_expiry = record.expiry_date
             session._key_index = key_index
+            session._user = record.user
             if record.policy is not None:
                 try:
                     session._expiry = load_policy(record.policy)
@@ -81,6 +89,32 @@ class Persister:
         if self.absolute_timeout is None or record.created_at is None:
             return True
         return record.created_at + self.absolute_timeout > self._now_dt()
+
+    # -- users -----------------------------------------------------------------------------
+
+    def user_store(self) -> Any:
+        """The store's per-user index methods; SessionError when it has none."""
+        if self._users is None or self.seal is None:
+            raise no_user_store(self.store)
+        return self._users
+
+    def user_id_of(self, binding: Binding) -> str | None:
+        """The user id sealed in a binding; None (logged) when no key opens it."""
+        user_id = None if self.seal is None else self.seal.open(binding.sealed, binding.user_key)
+        if user_id is None:
+            logger.warning("a session's user id does not open with the secret keys; unbound")
+        return user_id
+
+    def _binding(self, session: Session) -> Binding | None:
+        """The binding the session has after this save: a new one from set_user, or its own."""
+        if session._bind_to is None:
+            return session._user
+        user_id, meta = session._bind_to
+        if user_id is None:
+            return None
+        assert self.seal is not None
+        key = user_key(user_id)
+        return Binding(key, self.seal.seal(user_id, key), meta)
 
     # -- expiry ----------------------------------------------------------------------------
 
@@ -153,10 +187,13 @@ class Persister:
             created_at=session._created_at,
             policy=None if session._expiry is None else dump_policy(session._expiry),
             packed=packed,
+            user=session._user,
         )
 
     def _adopt(self, session: Session, record: Record) -> None:
         session._settle(record.id, record.packed)
+        session._user = record.user
+        session._bind_to = None
         session._version = record.version
         session._created_at = record.created_at
         session._stored_expiry = record.expiry_date
@@ -168,12 +205,18 @@ class Persister:
             session._created_at = datetime.fromtimestamp(now, timezone.utc)
         record = self._record(session, new_id(), codec.pack(session), now)
         record.version = 0
-        await self.store.create(record)
+        record.user = self._binding(session)
+        if record.user is not None:
+            await self.user_store().bind(record, max_sessions=self.max_sessions)
+        else:
+            await self.store.create(record)
         self._adopt(session, record)
 
     async def _end(self, session: Session) -> Cookie:
         old = session._id
-        if old is not None:
+        if old is not None and session._user is not None and self._users is not None:
+            await self._users.delete_bound(old, session._user.user_key)
+        elif old is not None:
             await self.store.delete(old)
         _forget(session)
         return Cookie.EXPIRE if old is not None or session._had_cookie else Cookie.KEEP
@@ -186,11 +229,14 @@ class Persister:
         )
         dict.clear(session)  # else the late commit at body end would create it under a new id
         _forget(session)
+        session._bind_to = None
         return Cookie.EXPIRE
 
     async def _cycle(self, session: Session, now: float) -> Cookie:
         old = session._id
         assert old is not None
+        if session._user is not None or self._binding(session) is not None:
+            return await self._rebind(session, now)
         if self._refresher is not None:
             taken = await self._refresher.take(old)
         else:
@@ -201,6 +247,41 @@ class Persister:
         await self._create(session, now)
         logger.info("session %s cycled to %s", log_id(old), log_id(session._id))
         return Cookie.NEW
+
+    async def _rebind(self, session: Session, now: float) -> Cookie:
+        """A cycle where a user binding is involved: one `bind` that takes the old item (at
+        the version loaded), writes the new one and updates the users' indexes."""
+        old = session._id
+        assert old is not None
+        store = self.user_store()
+        binding = self._binding(session)
+        for attempt in range(self.save_attempts):
+            if session._created_at is None:
+                session._created_at = datetime.fromtimestamp(now, timezone.utc)
+            record = self._record(session, new_id(), codec.pack(session), now)
+            record.version = 0
+            record.user = binding
+            taken = Replaced(
+                old, session._version, None if session._user is None else session._user.user_key
+            )
+            cap = self.max_sessions if binding is not None else None
+            try:
+                await store.bind(record, replaces=taken, max_sessions=cap)
+            except SessionConflict as conflict:
+                current = conflict.current
+                if current is None or not self.alive(current):
+                    return await self._gone(session, "id cycle")
+                merged = self._rebase(session, record, current, now)
+                dict.clear(session)
+                dict.update(session, merged.data)
+                session._packed = codec.pack(current.data)
+                session._user = current.user
+                await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
+                continue
+            self._adopt(session, record)
+            logger.info("session %s cycled to %s", log_id(old), log_id(session._id))
+            return Cookie.NEW
+        raise StoreError(f"session id cycle gave up after {self.save_attempts} conflicting writes")
 
     async def _touch(self, session: Session, new_end: datetime) -> Cookie:
         session_id = session._id
@@ -268,11 +349,17 @@ def _forget(session: Session) -> None:
     session._settle(None, None)
     session._version = 0
     session._stored_expiry = None
+    session._user = None
 
 
 def _empty(session: Session) -> bool:
-    """Emptiness without marking the session accessed."""
-    return dict.__len__(session) == 0
+    """Emptiness without marking the session accessed; a session bound to a user (or about to
+    be) is not empty."""
+    if dict.__len__(session):
+        return False
+    if session._bind_to is not None:
+        return session._bind_to[0] is None
+    return session._user is None
 
 
 def merge(

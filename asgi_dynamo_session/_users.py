@@ -114,6 +114,10 @@ class UserStore(Protocol):
         """End the user's session with this handle; False when there was none live."""
         ...
 
+    def session_handle(self, session_id: str) -> str:
+        """The handle `user_sessions` gives the session with this id."""
+        ...
+
     async def bind(
         self, record: Record, *, replaces: Replaced | None = None, max_sessions: int | None = None
     ) -> None:
@@ -131,7 +135,8 @@ def no_user_store(store: object) -> SessionError:
     """The error for user features on a store without a per-user index."""
     return SessionError(
         f"{type(store).__name__} keeps no per-user index: set_user(), user_sessions() and "
-        "revoke_others() need a store with user_sessions/revoke_user/revoke/bind/delete_bound "
+        "revoke_others() need a store with user_sessions, revoke_user, revoke, bind, "
+        "delete_bound and session_handle "
         "(DynamoDBStore and MemoryStore have them)"
     )
 

@@ -397,6 +397,10 @@ class DynamoDBStore:
         ended = await self._users.revoke(user_key(user_id), lambda k: handle_of(k) == handle)
         return ended > 0
 
+    def session_handle(self, session_id: str) -> str:
+        """The `SessionInfo.handle` the listing gives this session."""
+        return handle_of(self._users.stored(session_id))
+
     async def bind(
         self, record: Record, *, replaces: Replaced | None = None, max_sessions: int | None = None
     ) -> None:

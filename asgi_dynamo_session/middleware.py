@@ -10,7 +10,8 @@ from typing import Any
 
 from ._ids import log_id
 from ._persist import Cookie, Persister
-from .cookies import CookieFormat, SameSite, Signer, cookie_values
+from ._user_seal import UserSeal
+from .cookies import CookieFormat, SameSite, Signer, _key_bytes, cookie_values
 from .errors import SessionTooLarge, StoreError
 from .expiry import Expiry, OnSessionEnd
 from .session import Session
@@ -46,6 +47,7 @@ class SessionMiddleware:
         absolute_timeout: timedelta | None = None,
         save_attempts: int = 8,
         retry_after: int = 1,
+        max_sessions_per_user: int | None = None,
         clock: Clock = time.time,
     ) -> None:
         if touch_after is not None and touch_after < timedelta(0):
@@ -54,6 +56,12 @@ class SessionMiddleware:
             raise ValueError("absolute_timeout must be positive")
         if save_attempts < 1:
             raise ValueError("save_attempts must be at least 1")
+        if max_sessions_per_user is not None and (
+            isinstance(max_sessions_per_user, bool)
+            or not isinstance(max_sessions_per_user, int)
+            or max_sessions_per_user < 1
+        ):
+            raise ValueError("max_sessions_per_user must be a positive int or None")
         self.app = app
         self.store = store
         self.signer = Signer(secret_keys)
@@ -73,6 +81,8 @@ class SessionMiddleware:
             absolute_timeout=absolute_timeout,
             save_attempts=save_attempts,
             clock=clock,
+            seal=UserSeal([_key_bytes(k) for k in _key_list(secret_keys)]),
+            max_sessions_per_user=max_sessions_per_user,
         )
         self.retry_after = str(retry_after).encode()
         self.clock = clock
@@ -355,6 +365,10 @@ async def _store_lifespan(
             await closer()
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def _key_list(secret_keys: str | bytes | Sequence[str | bytes]) -> list[str | bytes]:
+    return [secret_keys] if isinstance(secret_keys, (str, bytes)) else list(secret_keys)
 
 
 async def _nothing() -> None:

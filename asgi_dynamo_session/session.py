@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import codec
+from ._users import pack_meta
 from .errors import SessionError
 from .expiry import Expiry
+
+if TYPE_CHECKING:
+    from ._users import Binding, SessionInfo
 
 _MISSING: Any = object()
 
@@ -38,6 +43,8 @@ class Session(dict[str, Any]):
     _key_index = 0  # which secret key signed the cookie (0: the newest)
     _had_cookie = False  # the request carried a cookie of our name
     _pending: Any = None  # a cookie action from an explicit save(), not yet sent
+    _user: Binding | None = None  # the stored binding to a user
+    _bind_to: tuple[str | None, bytes | None] | None = None  # set_user(): (user id, meta)
 
     # -- what the middleware reads ---------------------------------------------------------
 
@@ -72,10 +79,73 @@ class Session(dict[str, Any]):
         self._cycle = True
 
     def flush(self) -> None:
-        """Clear the data, delete the stored item and expire the cookie (call at logout)."""
+        """Clear the data, delete the stored item and expire the cookie (call at logout); a
+        bound session is unbound (taken off its user's list)."""
         self._accessed = True
         self._flushed = True
+        self._bind_to = (None, None) if self._user is not None else None
         dict.clear(self)
+
+    # -- users and devices -----------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str | None:
+        """The user this session is bound to (`set_user`), or None."""
+        if self._bind_to is not None:
+            return self._bind_to[0]
+        if self._user is None or self._owner is None:
+            return None
+        user_id: str | None = self._owner.user_id_of(self._user)
+        return user_id
+
+    def set_user(self, user_id: str | None, meta: dict[str, Any] | None = None) -> None:
+        """Bind the session to `user_id` (None unbinds) and give it a new id at the next save,
+        as `cycle_id()` does. `meta` is a small dict kept with the user's list of sessions
+        (e.g. a device label); it counts toward the session's size."""
+        if user_id is not None and (not isinstance(user_id, str) or not user_id):
+            raise TypeError(f"a user id must be a non-empty str or None, got {user_id!r}")
+        if user_id is None and meta:
+            raise ValueError("meta needs a user: set_user(None) unbinds")
+        packed = pack_meta(meta)
+        if self._owner is None:
+            raise SessionError("this session is not attached to a SessionMiddleware")
+        self._owner.user_store()  # a clear error now for a store without a per-user index
+        self._accessed = True
+        if user_id is None and self._user is None:
+            self._bind_to = None if self._bind_to is None or self._id is None else (None, None)
+            return
+        self._bind_to = (user_id, packed)
+        self._cycle = True
+
+    async def user_sessions(self) -> list[SessionInfo]:
+        """The live sessions of this session's user, newest first, this one marked `current`
+        ([] when unbound). A binding made in this request is saved first."""
+        store = self._users()
+        if self._bind_to is not None and self._bind_to[0] is not None:
+            await self.save()
+        user_id = self.user_id
+        if user_id is None:
+            return []
+        infos: list[SessionInfo] = await store.user_sessions(user_id)
+        mine = None if self._id is None else store.session_handle(self._id)
+        return [dataclasses.replace(i, current=True) if i.handle == mine else i for i in infos]
+
+    async def revoke_others(self) -> int:
+        """End every other session of this session's user ("log out other devices"); how many
+        were live. A binding made in this request is saved first."""
+        store = self._users()
+        if self._bind_to is not None and self._bind_to[0] is not None:
+            await self.save()
+        user_id = self.user_id
+        if user_id is None:
+            return 0
+        ended: int = await store.revoke_user(user_id, keep=self._id)
+        return ended
+
+    def _users(self) -> Any:
+        if self._owner is None:
+            raise SessionError("this session is not attached to a SessionMiddleware")
+        return self._owner.user_store()
 
     def set_expiry(self, expiry: Expiry | None) -> None:
         """Give this session its own expiry policy; None returns to the middleware's."""
@@ -162,9 +232,13 @@ class Session(dict[str, Any]):
         dict.update(self, *args, **kwargs)
 
     def clear(self) -> None:
-        """Remove all data; the whole session is replaced at save (an empty one is deleted)."""
+        """Remove all data; the whole session is replaced at save (an empty one is deleted).
+        A bound session is unbound: data set after clear() goes to a new, unbound id."""
         self._accessed = True
         self._cleared = True
+        if self._user is not None:
+            self._bind_to = (None, None)
+            self._cycle = True
         dict.clear(self)
 
     def copy(self) -> dict[str, Any]:

@@ -210,6 +210,10 @@ class MemoryStore:
         targets = [sid for sid in self._index.get(user, {}) if handle_of(hash_id(sid)) == handle]
         return self._end_listed(user, targets) > 0
 
+    def session_handle(self, session_id: str) -> str:
+        """The `SessionInfo.handle` the listing gives this session."""
+        return handle_of(hash_id(session_id))
+
     async def bind(
         self, record: Record, *, replaces: Replaced | None = None, max_sessions: int | None = None
     ) -> None:

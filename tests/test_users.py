@@ -5,15 +5,40 @@ dynalite lacks: DynamoDB cases skip there, MemoryStore cases run everywhere."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
+from urllib.parse import parse_qsl, quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import PK, PREFIX, Clock, at, hashed, read_item, scan_all
+from support import (
+    EXPIRED_COOKIE,
+    OLD_SECRET,
+    PK,
+    PREFIX,
+    SECRET,
+    SESSION_COOKIE,
+    TRANSPORTS,
+    Clock,
+    CountingStore,
+    app_doing,
+    at,
+    call,
+    cookie_of,
+    dynamo_store,
+    fetch,
+    hashed,
+    middleware,
+    read_item,
+    scan_all,
+    set_cookies,
+    sid,
+    signed,
+)
 
 from asgi_dynamo_session import (
     DynamoDBStore,
@@ -21,6 +46,7 @@ from asgi_dynamo_session import (
     MemoryStore,
     Record,
     SessionConflict,
+    SessionError,
     SessionInfo,
 )
 from asgi_dynamo_session._transport import RequestTransport
@@ -437,3 +463,357 @@ async def test_a_login_cycled_while_revoking_does_not_survive(
     if cycled is not None:
         assert await ustore.load(cycled.id) is None
     assert await ustore.user_sessions(user) == []
+
+
+# --- through the middleware -------------------------------------------------------------------
+
+
+def users_app(events: dict[str, asyncio.Event] | None = None) -> Any:
+    """A plain ASGI app: /login?user=&device=, /read, /write, /list, /others, /logout, /unbind,
+    /hold (reads, waits for ``events["go"]``, then writes)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        session = scope["session"]
+        query = dict(parse_qsl(scope["query_string"].decode()))
+        path = scope["path"]
+        body: Any = "ok"
+        if path == "/login":
+            session["before"] = session.get("before", "login")
+            meta = {"device": query["device"]} if "device" in query else None
+            session.set_user(query.get("user", EMAIL), meta)
+        elif path == "/anon":
+            session["before"] = "anonymous"
+        elif path == "/read":
+            body = {"user": session.user_id, "data": dict(session)}
+        elif path == "/write":
+            session["w"] = session.get("w", 0) + 1
+        elif path == "/list":
+            body = [
+                {"handle": i.handle, "current": i.current, "meta": i.meta}
+                for i in await session.user_sessions()
+            ]
+        elif path == "/others":
+            body = await session.revoke_others()
+        elif path == "/logout":
+            session.flush()
+        elif path == "/unbind":
+            session.set_user(None)
+        elif path == "/hold":
+            assert events is not None
+            session.get("w")
+            events["loaded"].set()
+            await events["go"].wait()
+            session["w"] = "late"
+        payload = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": payload})
+
+    return app
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+async def astore(
+    request: pytest.FixtureRequest, dynamodb_server: Any, raw: Any, table_name: str, clock: Clock
+) -> AsyncIterator[Any]:
+    """MemoryStore, then DynamoDBStore (on the shared client) on a fresh table."""
+    if request.param == "memory":
+        yield MemoryStore(clock=clock)
+        return
+    if dynamodb_server.kind == "dynalite":
+        pytest.skip(TX_SKIP)
+    store = DynamoDBStore(raw, DynamoDBStoreProps(table_name=table_name), clock=clock)
+    await store.create_table()
+    yield store
+    await store.close()
+    await raw.delete_table(TableName=table_name)
+
+
+def app_for(store: Any, clock: Clock, **options: Any) -> Any:
+    return middleware(users_app(options.pop("events", None)), store, clock=clock, **options)
+
+
+async def login(
+    app: Any, user: str = EMAIL, device: str | None = None, cookie: str | None = None
+) -> str:
+    path = f"/login?user={quote(user)}" + (f"&device={quote(device)}" if device else "")
+    response = await call(app, path, cookie)
+    assert response.status_code == 200
+    assert SESSION_COOKIE.match(set_cookies(response)[0]), set_cookies(response)
+    return cookie_of(response)
+
+
+async def read(app: Any, cookie: str) -> Any:
+    response = await call(app, "/read", cookie)
+    assert response.status_code == 200
+    return response.json()
+
+
+async def test_binding_cycles_the_id_and_keeps_the_data(astore: Any, clock: Clock) -> None:
+    app = app_for(astore, clock)
+    anonymous = cookie_of(await call(app, "/anon"))
+
+    cookie = await login(app, cookie=anonymous)
+
+    assert sid(cookie) != sid(anonymous)
+    assert await read(app, cookie) == {"user": EMAIL, "data": {"before": "anonymous"}}
+    stale = await call(app, "/read", anonymous)  # the pre-login cookie loads no session
+    assert stale.json() == {"user": None, "data": {}}
+    assert set_cookies(stale) == [EXPIRED_COOKIE]
+    assert await astore.load(sid(anonymous)) is None
+
+
+async def test_the_current_session_is_marked_and_listed_newest_first(
+    astore: Any, clock: Clock
+) -> None:
+    app = app_for(astore, clock)
+    laptop = await login(app, device="laptop")
+    clock.advance(5)
+    phone = await login(app, device="phone")
+
+    listed = (await call(app, "/list", laptop)).json()
+
+    assert [(i["meta"], i["current"]) for i in listed] == [
+        ({"device": "phone"}, False),
+        ({"device": "laptop"}, True),
+    ]
+    assert [i["current"] for i in (await call(app, "/list", phone)).json()] == [True, False]
+    assert [i.handle for i in await astore.user_sessions(EMAIL)] == [i["handle"] for i in listed]
+
+
+async def test_revoke_others_logs_out_every_other_device(astore: Any, clock: Clock) -> None:
+    app = app_for(astore, clock)
+    cookies = [await login(app) for _ in range(3)]
+    other_user = await login(app, "bob@example.com")
+
+    response = await call(app, "/others", cookies[1])
+
+    assert response.json() == 2
+    for cookie in (cookies[0], cookies[2]):
+        gone = await call(app, "/read", cookie)
+        assert gone.json() == {"user": None, "data": {}}
+        assert set_cookies(gone) == [EXPIRED_COOKIE]  # the next request expires the cookie
+    assert (await read(app, cookies[1]))["user"] == EMAIL
+    assert (await read(app, other_user))["user"] == "bob@example.com"
+    assert len(await astore.user_sessions(EMAIL)) == 1
+
+
+async def test_store_revocation_ends_the_cookies_of_that_user(astore: Any, clock: Clock) -> None:
+    app = app_for(astore, clock)
+    cookies = [await login(app) for _ in range(2)]
+    kept = await login(app)
+
+    assert await astore.revoke_user(EMAIL, keep=sid(kept)) == 2
+    for cookie in cookies:
+        assert (await read(app, cookie))["user"] is None
+    assert (await read(app, kept))["user"] == EMAIL
+    (info,) = await astore.user_sessions(EMAIL)
+    assert await astore.revoke(EMAIL, info.handle)
+    assert (await read(app, kept))["user"] is None
+
+
+async def test_unbinding_and_logging_out_take_the_session_off_the_list(
+    astore: Any, clock: Clock
+) -> None:
+    app = app_for(astore, clock)
+    first = await login(app)
+    second = await login(app)
+
+    unbound = await call(app, "/unbind", first)
+    kept = cookie_of(unbound)
+    assert sid(kept) != sid(first)  # unbinding cycles the id too
+    assert await read(app, kept) == {"user": None, "data": {"before": "login"}}
+    logout = await call(app, "/logout", second)
+    assert set_cookies(logout) == [EXPIRED_COOKIE]
+
+    assert await astore.user_sessions(EMAIL) == []
+    assert await astore.load(sid(second)) is None
+    assert (await call(app, "/list", kept)).json() == []
+    assert (await call(app, "/others", kept)).json() == 0
+
+
+async def test_max_sessions_per_user_ends_the_oldest_at_login(astore: Any, clock: Clock) -> None:
+    app = app_for(astore, clock, max_sessions_per_user=2)
+    cookies = []
+    for _ in range(4):
+        cookies.append(await login(app))
+        clock.advance(1)
+
+    users = [(await read(app, c))["user"] for c in cookies]
+    assert users == [None, None, EMAIL, EMAIL]
+    assert len(await astore.user_sessions(EMAIL)) == 2
+
+
+async def test_a_request_in_flight_does_not_bring_a_revoked_session_back(
+    astore: Any, clock: Clock
+) -> None:
+    events = {"loaded": asyncio.Event(), "go": asyncio.Event()}
+    app = app_for(astore, clock, events=events)
+    cookie = await login(app)
+
+    held = asyncio.create_task(call(app, "/hold", cookie))
+    await events["loaded"].wait()
+    assert await astore.revoke_user(EMAIL) == 1
+    events["go"].set()
+    response = await held
+
+    assert response.status_code == 200
+    assert set_cookies(response) == [EXPIRED_COOKIE]
+    assert await astore.load(sid(cookie)) is None
+    assert await astore.user_sessions(EMAIL) == []
+
+
+async def test_logins_before_a_revocation_end_and_logins_after_it_survive(
+    astore: Any, clock: Clock
+) -> None:
+    app = app_for(astore, clock)
+    before = await login(app)
+    assert await astore.revoke_user(EMAIL) == 1
+    after = await login(app)
+    assert (await read(app, before))["user"] is None
+    assert (await read(app, after))["user"] == EMAIL
+    assert len(await astore.user_sessions(EMAIL)) == 1
+
+
+async def test_a_handle_is_no_cookie(astore: Any, clock: Clock) -> None:
+    app = app_for(astore, clock)
+    cookie = await login(app)
+    (info,) = await astore.user_sessions(EMAIL)
+    for value in (info.handle, signed(info.handle), signed(info.handle[:43])):
+        response = await call(app, "/read", value)
+        assert response.json() == {"user": None, "data": {}}
+    assert (await read(app, cookie))["user"] == EMAIL
+
+
+async def test_the_user_id_is_in_no_stored_attribute(astore: Any, clock: Clock, raw: Any) -> None:
+    if not isinstance(astore, DynamoDBStore):
+        pytest.skip("a raw scan is DynamoDB's")
+    app = app_for(astore, clock)
+    cookie = await login(app, device="laptop")
+    assert (await read(app, cookie))["user"] == EMAIL  # read back from the sealed copy
+    items = await scan_all(raw, astore.props.table_name)
+    assert len(items) == 2
+    assert EMAIL not in repr(items) and EMAIL.encode() not in repr(items).encode()
+    assert sid(cookie) not in repr(items)
+
+
+async def test_the_user_id_needs_the_secret_keys_to_read_back(astore: Any, clock: Clock) -> None:
+    cookie = await login(app_for(astore, clock))
+    other_keys = app_for(astore, clock, secret_keys=[OLD_SECRET, SECRET])
+    assert (await read(other_keys, cookie))["user"] == EMAIL  # rotation: an older key opens it
+    record = await astore.load(sid(cookie))
+    assert record is not None and record.user is not None
+    assert record.user.user_key == hashed(EMAIL)
+
+
+async def test_meta_must_be_small(astore: Any, clock: Clock) -> None:
+    async def big(session: Any) -> None:
+        session.set_user(EMAIL, {"device": "x" * 5000})
+
+    with pytest.raises(ValueError, match="meta"):
+        await fetch(middleware(app_doing(big), astore, clock=clock))
+    assert await astore.user_sessions(EMAIL) == []
+
+
+async def test_meta_counts_toward_the_item_size(
+    raw: Any, dynamodb_server: Any, table_name: str, clock: Clock
+) -> None:
+    if dynamodb_server.kind == "dynalite":
+        pytest.skip(TX_SKIP)
+    store = DynamoDBStore(
+        raw, DynamoDBStoreProps(table_name=table_name), clock=clock, max_item_size=1400
+    )
+    await store.create_table()
+    try:
+
+        def near_limit(session: Any) -> None:
+            session["blob"] = "x" * 900
+
+        def with_meta(session: Any) -> None:
+            session["blob"] = "x" * 900
+            session.set_user(EMAIL, {"device": "y" * 600})
+
+        ok = await fetch(middleware(app_doing(near_limit), store, clock=clock))
+        assert ok.status_code == 200
+        too_big = await fetch(middleware(app_doing(with_meta), store, clock=clock))
+        assert too_big.status_code == 500
+        assert await store.user_sessions(EMAIL) == []
+    finally:
+        await raw.delete_table(TableName=table_name)
+
+
+async def test_a_store_without_user_methods_keeps_working(clock: Clock) -> None:
+    plain = CountingStore(MemoryStore(clock=clock))  # the four protocol methods (and two more)
+    app = app_for(plain, clock)
+    response = await call(app, "/anon")
+    assert response.status_code == 200
+    cookie = cookie_of(response)
+    assert (await read(app, cookie))["data"] == {"before": "anonymous"}
+
+    def bind_it(session: Any) -> None:
+        session.set_user(EMAIL)
+
+    with pytest.raises(SessionError, match="per-user index"):
+        await fetch(middleware(app_doing(bind_it), plain, clock=clock))
+
+    async def list_it(session: Any) -> None:
+        await session.user_sessions()
+
+    with pytest.raises(SessionError, match="per-user index"):
+        await fetch(middleware(app_doing(list_it), plain, clock=clock), f"id={cookie}")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_bound_session_costs_the_calls_of_an_unbound_one(
+    dynamodb_server: Any, fault_proxy: Any, table_name: str, clock: Clock, transport: str
+) -> None:
+    if dynamodb_server.kind == "dynalite":
+        pytest.skip(TX_SKIP)
+    async with dynamo_store(
+        fault_proxy.endpoint_url, table_name, transport=transport, clock=clock
+    ) as store:
+        app = app_for(store, clock)
+        anonymous = cookie_of(await call(app, "/anon"))
+        before_login = cookie_of(await call(app, "/anon"))
+        fault_proxy.reset_counters()
+        bound = await login(app, cookie=before_login)
+        assert [r.action for r in fault_proxy.log] == ["GetItem", "TransactWriteItems"]
+
+        for cookie in (anonymous, bound):
+            fault_proxy.reset_counters()
+            await read(app, cookie)
+            assert [r.action for r in fault_proxy.log] == ["GetItem"]
+            fault_proxy.reset_counters()
+            assert (await call(app, "/write", cookie)).status_code == 200
+            assert [r.action for r in fault_proxy.log] == ["GetItem", "PutItem"]
+
+        fault_proxy.reset_counters()
+        await call(app, "/logout", bound)  # ending a bound session: one more write
+        assert [r.action for r in fault_proxy.log] == ["GetItem", "DeleteItem", "UpdateItem"]
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data(), logins=st.integers(2, 3))
+async def test_parallel_logins_through_the_middleware_respect_the_cap(
+    astore: Any, clock: Clock, data: st.DataObject, logins: int
+) -> None:
+    user = unique_user()
+    store, gate = await gated(astore)
+    app = app_for(store, clock, max_sessions_per_user=1)
+    try:
+        responses = await gate.run(
+            [call(app, f"/login?user={quote(user)}") for _ in range(logins)],
+            lambda n: data.draw(st.integers(0, n - 1)),
+        )
+    finally:
+        if isinstance(astore, DynamoDBStore):
+            astore._wire = store._wire.inner
+    assert [r.status_code for r in responses] == [200] * logins
+    assert await live_of(astore, user, clock.now) == 1
+    alive = [(await read(app_for(astore, clock), cookie_of(r)))["user"] for r in responses]
+    assert alive.count(user) == 1
