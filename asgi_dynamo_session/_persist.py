@@ -287,7 +287,10 @@ class Persister:
         session_id = session._id
         assert session_id is not None
         if self._refresher is not None:
-            live = await self._refresher.touch(session_id, new_end)
+            if session._user is not None and self._users is not None:
+                live = await self._users.touch(session_id, new_end, seen=True)
+            else:
+                live = await self._refresher.touch(session_id, new_end)
             if not live:
                 return await self._gone(session, "expiry refresh")
             session._stored_expiry = new_end

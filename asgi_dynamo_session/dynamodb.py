@@ -349,16 +349,20 @@ class DynamoDBStore:
         wire = await self._transport()
         await wire.delete_item(self.props.table_name, self.key(session_id))
 
-    async def touch(self, session_id: str, expiry_date: datetime) -> bool:
-        """Renew the expiry of a live item (one UpdateItem of that attribute); False if gone."""
+    async def touch(self, session_id: str, expiry_date: datetime, *, seen: bool = False) -> bool:
+        """Renew the expiry of a live item (one UpdateItem of that attribute, and of `last_seen`
+        with `seen`, for a bound session); False if gone."""
         wire = await self._transport()
+        update, names = "SET #exp = :exp", self._names
+        if seen:
+            update, names = "SET #exp = :exp, #seen = :now", {**names, "#seen": SEEN_ATTR}
         try:
             await wire.update_item(
                 self.props.table_name,
                 self.key(session_id),
-                update="SET #exp = :exp, #seen = :now",
+                update=update,
                 condition=self._live_check,
-                names={**self._names, "#seen": SEEN_ATTR},
+                names=names,
                 values={**self._now(), ":exp": {"N": str(epoch(expiry_date))}},
             )
         except ConditionFailed:

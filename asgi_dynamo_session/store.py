@@ -140,12 +140,13 @@ class MemoryStore:
     async def delete(self, session_id: str) -> None:
         self._items.pop(session_id, None)
 
-    async def touch(self, session_id: str, expiry_date: datetime) -> bool:
+    async def touch(self, session_id: str, expiry_date: datetime, *, seen: bool = False) -> bool:
         entry = self._live(session_id)
         if entry is None:
             return False
         entry.expires = epoch(expiry_date)
-        entry.seen = self._clock()
+        if seen:
+            entry.seen = self._clock()
         return True
 
     async def take(self, session_id: str) -> bool:

@@ -9,9 +9,11 @@ import json
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,6 +36,7 @@ from support import (
     hashed,
     middleware,
     read_item,
+    running,
     scan_all,
     set_cookies,
     sid,
@@ -44,6 +47,7 @@ from asgi_dynamo_session import (
     DynamoDBStore,
     DynamoDBStoreProps,
     MemoryStore,
+    OnInactivity,
     Record,
     SessionConflict,
     SessionError,
@@ -151,7 +155,7 @@ async def test_last_seen_follows_saves_and_refreshes(ustore: Any, clock: Clock) 
     (info,) = await ustore.user_sessions(EMAIL)
     assert info.last_seen == at(clock.now)
     clock.advance(30)
-    assert await ustore.touch(record.id, at(clock.now + 7200))
+    assert await ustore.touch(record.id, at(clock.now + 7200), seen=True)
     (info,) = await ustore.user_sessions(EMAIL)
     assert info.last_seen == at(clock.now)
     assert info.expires_at == at(clock.now + 7200)
@@ -540,7 +544,8 @@ async def login(
     path = f"/login?user={quote(user)}" + (f"&device={quote(device)}" if device else "")
     response = await call(app, path, cookie)
     assert response.status_code == 200
-    assert SESSION_COOKIE.match(set_cookies(response)[0]), set_cookies(response)
+    (header,) = set_cookies(response)
+    assert re.match(r"^id=[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}; Path=/;", header), header
     return cookie_of(response)
 
 
@@ -554,8 +559,11 @@ async def test_binding_cycles_the_id_and_keeps_the_data(astore: Any, clock: Cloc
     app = app_for(astore, clock)
     anonymous = cookie_of(await call(app, "/anon"))
 
-    cookie = await login(app, cookie=anonymous)
+    response = await call(app, "/login?user=" + quote(EMAIL), anonymous)
 
+    (header,) = set_cookies(response)
+    assert SESSION_COOKIE.match(header), header
+    cookie = cookie_of(response)
     assert sid(cookie) != sid(anonymous)
     assert await read(app, cookie) == {"user": EMAIL, "data": {"before": "anonymous"}}
     stale = await call(app, "/read", anonymous)  # the pre-login cookie loads no session
@@ -817,3 +825,53 @@ async def test_parallel_logins_through_the_middleware_respect_the_cap(
     assert await live_of(astore, user, clock.now) == 1
     alive = [(await read(app_for(astore, clock), cookie_of(r)))["user"] for r in responses]
     assert alive.count(user) == 1
+
+
+# --- the devices example ----------------------------------------------------------------------
+
+
+async def test_the_devices_example_lists_and_logs_out_devices(astore: Any, clock: Clock) -> None:
+    from examples.devices import create_app
+
+    app = create_app(astore, secret_keys=SECRET, secure=False, clock=clock)
+    async with running(app) as url:
+        laptop = httpx.AsyncClient(base_url=url)
+        phone = httpx.AsyncClient(base_url=url)
+        async with laptop, phone:
+            assert "Log in" in (await laptop.get("/")).text
+            await laptop.post("/login", data={"user": EMAIL, "device": "laptop"})
+            clock.advance(1)
+            await phone.post("/login", data={"user": EMAIL, "device": "phone"})
+
+            page = (await phone.get("/")).text
+            assert "2 device(s)" in page
+            assert page.index("phone <b>(this device)</b>") < page.index("laptop")
+            assert "laptop <b>(this device)</b>" in (await laptop.get("/")).text
+
+            await phone.post("/revoke-others")
+            assert "Log in" in (await laptop.get("/")).text
+            assert "1 device(s)" in (await phone.get("/")).text
+
+            await laptop.post("/login", data={"user": EMAIL, "device": "laptop"})
+            page = (await phone.get("/")).text
+            (handle,) = re.findall(r'name="handle" value="([A-Za-z0-9_-]+)"', page)
+            await phone.post("/revoke", data={"handle": handle})
+            assert "Log in" in (await laptop.get("/")).text
+
+            await phone.post("/logout")
+            assert "Log in" in (await phone.get("/")).text
+    assert await astore.user_sessions(EMAIL) == []
+
+
+async def test_a_refresh_of_a_bound_session_updates_last_seen(astore: Any, clock: Clock) -> None:
+    app = app_for(
+        astore, clock, expiry=OnInactivity(timedelta(hours=1)), touch_after=timedelta(minutes=10)
+    )
+    cookie = await login(app)
+    clock.advance(700)
+    response = await call(app, "/read", cookie)
+    assert set_cookies(response)  # the expiry was refreshed
+    (info,) = await astore.user_sessions(EMAIL)
+    assert info.last_seen == at(clock.now)
+    assert info.expires_at == at(clock.now + 3600)
+    assert info.created_at == at(1_800_000_000)
