@@ -8,7 +8,9 @@ import asyncio
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -319,26 +321,49 @@ async def test_the_user_id_appears_nowhere_in_a_raw_scan(
 # --- interleavings at the store-call level ----------------------------------------------------
 
 
+_ROOT: ContextVar[int] = ContextVar("gate_root", default=-1)
+
+
 class Gate:
-    """Holds every paused call until the test lets one through (hypothesis picks which)."""
+    """Holds every paused call until the test lets one through (hypothesis picks which).
+
+    Calls are counted per root task (the coroutines given to `run`, and the tasks they spawn),
+    so that the next choice is made only once every unfinished root is paused here with no call
+    of its own in flight: the same choices always give the same interleaving.
+    """
 
     def __init__(self) -> None:
-        self.waiting: list[tuple[str, asyncio.Future[None]]] = []
+        self.waiting: list[tuple[int, asyncio.Future[None]]] = []
+        self.inflight: Counter[int] = Counter()
 
-    async def pause(self, label: str) -> None:
+    async def through(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        root = _ROOT.get()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.append((label, future))
+        self.waiting.append((root, future))
         await future
+        self.inflight[root] += 1
+        try:
+            return await call()
+        finally:
+            self.inflight[root] -= 1
+
+    def _settled(self, tasks: list[asyncio.Task[Any]]) -> bool:
+        paused = {root for root, _ in self.waiting}
+        return all(t.done() or (i in paused and not self.inflight[i]) for i, t in enumerate(tasks))
 
     async def run(
         self, coros: list[Coroutine[Any, Any, Any]], choose: Callable[[int], int]
     ) -> list[Any]:
         """Run the coroutines, releasing one paused call at a time; their results (or errors)."""
-        tasks = [asyncio.create_task(c) for c in coros]
+
+        async def rooted(index: int, coro: Coroutine[Any, Any, Any]) -> Any:
+            _ROOT.set(index)
+            return await coro
+
+        tasks = [asyncio.create_task(rooted(i, c)) for i, c in enumerate(coros)]
         while True:
-            for _ in range(10_000):  # settle: every task is finished or paused here
-                active = sum(not t.done() for t in tasks)
-                if len(self.waiting) >= active:
+            for _ in range(20_000):
+                if self._settled(tasks):
                     break
                 await asyncio.sleep(0.001)
             else:
@@ -358,8 +383,10 @@ class GatedTransport(RequestTransport):
         self.gate = gate
 
     async def _request(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
-        await self.gate.pause(action)
-        return await self.inner._request(action, params)
+        result: dict[str, Any] = await self.gate.through(
+            lambda: self.inner._request(action, params)
+        )
+        return result
 
 
 class GatedStore:
@@ -371,10 +398,11 @@ class GatedStore:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.inner, name)
+        if not asyncio.iscoroutinefunction(method):
+            return method
 
         async def gated(*args: Any, **kwargs: Any) -> Any:
-            await self.gate.pause(name)
-            return await method(*args, **kwargs)
+            return await self.gate.through(lambda: method(*args, **kwargs))
 
         return gated
 
@@ -875,3 +903,51 @@ async def test_a_refresh_of_a_bound_session_updates_last_seen(astore: Any, clock
     assert info.last_seen == at(clock.now)
     assert info.expires_at == at(clock.now + 3600)
     assert info.created_at == at(1_800_000_000)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+async def test_requests_in_flight_during_revoke_user_bring_nothing_back(
+    astore: Any, clock: Clock, data: st.DataObject
+) -> None:
+    """While revoke_user runs, requests on a session bound before it write to it, log in on it
+    again (a cycle) and log in afresh; every interleaving of their store calls leaves neither
+    the old session nor anything cycled from it alive, and a login after it returned works."""
+    user = unique_user()
+    plain = app_for(astore, clock)
+    anonymous = cookie_of(await call(plain, "/anon"))
+    before = await login(plain, user, cookie=anonymous)  # its data: {"before": "anonymous"}
+    store, gate = await gated(astore)
+    app = app_for(store, clock)
+    try:
+        *responses, ended = await gate.run(
+            [
+                call(app, "/write", before),
+                call(app, f"/login?user={quote(user)}", before),
+                call(app, f"/login?user={quote(user)}"),
+                store.revoke_user(user),
+            ],
+            lambda n: data.draw(st.integers(0, n - 1)),
+        )
+    finally:
+        if isinstance(astore, DynamoDBStore):
+            astore._wire = store._wire.inner
+    assert isinstance(ended, int)
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert (await read(plain, before))["user"] is None
+    for response in responses:
+        for header in set_cookies(response):
+            value = header.split(";", 1)[0].removeprefix("id=")
+            if not value:
+                continue
+            seen = await read(plain, value)
+            # A session that loaded `before` in time carries its data: it must not be alive
+            # and bound; one that loaded nothing is a fresh login or a fresh anonymous session.
+            if seen["user"] is not None:
+                assert seen["data"].get("before") != "anonymous", seen
+    after = await login(plain, user)
+    assert (await read(plain, after))["user"] == user
