@@ -4,6 +4,7 @@ from ._access import get_session
 from ._users import SessionInfo
 from .dynamodb import DynamoDBStore, DynamoDBStoreKey, DynamoDBStoreProps
 from .errors import SessionConflict, SessionError, SessionTooLarge, StoreError
+from .events import SessionEvent
 from .expiry import AtDateTime, OnInactivity, OnSessionEnd
 from .middleware import SessionMiddleware
 from .record import Record
@@ -22,6 +23,7 @@ __all__ = [
     "Session",
     "SessionConflict",
     "SessionError",
+    "SessionEvent",
     "SessionInfo",
     "SessionMiddleware",
     "SessionStore",

@@ -84,6 +84,8 @@ def _decode_result(result: dict[str, Any]) -> dict[str, Any]:
     """Binary values to bytes in every item or key a data-plane response carries."""
     if "Item" in result:
         _decode_item(result["Item"])
+    if "Attributes" in result:
+        _decode_item(result["Attributes"])
     for item in result.get("Items", ()):
         _decode_item(item)
     for items in result.get("Responses", {}).values():

@@ -12,6 +12,11 @@ def new_id() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_token() -> str:
+    """A write token: 96 random bits naming one write, so a retry can recognise it."""
+    return secrets.token_urlsafe(12)
+
+
 def hash_id(session_id: str) -> str:
     """sha256 of the id, base64url without padding: what the table stores when hashing is on."""
     digest = hashlib.sha256(session_id.encode()).digest()

@@ -7,6 +7,7 @@ import enum
 import logging
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -15,9 +16,10 @@ from ._ids import log_id, new_id
 from ._user_seal import UserSeal
 from ._users import Binding, Replaced, UserStore, no_user_store, user_key
 from .errors import SessionConflict, StoreError
+from .events import OnEvent, notify
 from .expiry import Expiry, OnSessionEnd, dump_policy, expiry_date, load_policy, window
 from .record import Record
-from .session import Session
+from .session import NO_COOKIE, Session, Snapshot
 from .store import Clock, RefreshingStore, SessionStore
 
 logger = logging.getLogger("asgi_dynamo_session")
@@ -32,6 +34,13 @@ class Cookie(enum.Enum):
     EXPIRE = 3  # the session ended: remove the cookie
 
 
+#: A commit's cookie action and the one clock reading that dates it (Max-Age, Expires, item).
+Outcome = tuple[Cookie, float]
+
+#: This request's own changes: keys set (with their values) and keys removed.
+Changes = tuple[dict[str, Any], set[str]]
+
+
 class Persister:
     """The write side of the middleware: one `commit` per save point of a request."""
 
@@ -44,51 +53,64 @@ class Persister:
         absolute_timeout: timedelta | None,
         save_attempts: int,
         clock: Clock,
+        on_event: OnEvent | None = None,
         seal: UserSeal | None = None,
         max_sessions_per_user: int | None = None,
     ) -> None:
         self.store = store
+        self.on_event = on_event
         self.expiry = expiry
         self.touch_after = touch_after
         self.absolute_timeout = absolute_timeout
         self.save_attempts = save_attempts
         self.clock = clock
         # Checked once: isinstance against a runtime-checkable protocol is slow.
-        self._refresher = store if isinstance(store, RefreshingStore) else None
+        self._fine = store if isinstance(store, RefreshingStore) else None
         self._users = store if isinstance(store, UserStore) else None
         self.seal = seal
         self.max_sessions = max_sessions_per_user
 
     # -- loading ---------------------------------------------------------------------------
 
-    def session(self, record: Record | None, key_index: int = 0) -> Session:
-        """A Session for a loaded record (or a new empty one), wired to this persister."""
-        if record is None:
-            session = Session()
-        else:
-            session = Session(record.data)
-            session._id = record.id
-            session._packed = (
-                record.packed if record.packed is not None else codec.pack(record.data)
-            )
-            session._version = record.version
-            session._created_at = record.created_at
-            session._stored_expiry = record.expiry_date
-            session._key_index = key_index
-            session._user = record.user
-            if record.policy is not None:
-                try:
-                    session._expiry = load_policy(record.policy)
-                except ValueError:
-                    logger.warning("session %s has an unknown expiry policy", log_id(record.id))
+    def session(self, record: Record | None, key_index: int = 0) -> Session | None:
+        """A Session for a loaded record wired to this persister; None for a record that is
+        unreadable or past its absolute timeout."""
+        session = Session() if record is None else Session(record.data)
+        if record is not None:
+            snapshot = self._snapshot(record)
+            if snapshot is None:
+                return None
+            session._loaded = snapshot
+            session._cookie = key_index
         session._owner = self
         return session
+
+    def _snapshot(self, record: Record, packed: bytes | None = None) -> Snapshot | None:
+        if not self.alive(record):
+            logger.info("session %s passed its absolute timeout", log_id(record.id))
+            return None
+        try:
+            policy = None if record.policy is None else load_policy(record.policy)
+        except ValueError as exc:
+            logger.warning("session %s ignored: %s", log_id(record.id), exc)
+            return None
+        if packed is None:
+            packed = record.packed if record.packed is not None else codec.pack(record.data)
+        return Snapshot(
+            id=record.id,
+            packed=packed,
+            version=record.version,
+            created_at=record.created_at,
+            expires=record.expiry_date,
+            policy=policy,
+            user=record.user,
+        )
 
     def alive(self, record: Record) -> bool:
         """False when the absolute timeout has ended the record, whatever its expiry says."""
         if self.absolute_timeout is None or record.created_at is None:
             return True
-        return record.created_at + self.absolute_timeout > self._now_dt()
+        return record.created_at + self.absolute_timeout > _moment(self.clock())
 
     # -- users -----------------------------------------------------------------------------
 
@@ -106,10 +128,11 @@ class Persister:
         return user_id
 
     def _binding(self, session: Session) -> Binding | None:
-        """The binding the session has after this save: a new one from set_user, or its own."""
-        if session._bind_to is None:
-            return session._user
-        user_id, meta = session._bind_to
+        """The binding the session has after this write: set_user's, else the stored one."""
+        intents = session._intents
+        if intents is None or intents.bind is None:
+            return None if session._loaded is None else session._loaded.user
+        user_id, meta = intents.bind
         if user_id is None:
             return None
         assert self.seal is not None
@@ -118,241 +141,316 @@ class Persister:
 
     # -- expiry ----------------------------------------------------------------------------
 
-    def _now_dt(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), timezone.utc)
-
-    def policy(self, session: Session) -> Expiry:
-        return session._expiry or self.expiry
-
     def ends_at(self, session: Session, now: float | None = None) -> datetime:
         """When the session ends if written now: its policy, capped by the absolute timeout."""
-        end = expiry_date(self.policy(session), self.clock() if now is None else now)
+        created = None if session._loaded is None else session._loaded.created_at
+        return self._ends(session.expiry, created, self.clock() if now is None else now)
+
+    def _ends(self, policy: Expiry | None, created: datetime | None, now: float) -> datetime:
+        end = expiry_date(policy or self.expiry, now)
         if self.absolute_timeout is not None:
-            created = session._created_at or self._now_dt()
-            end = min(end, created + self.absolute_timeout)
+            end = min(end, (created or _moment(now)) + self.absolute_timeout)
         return end
 
     def cookie_expires(self, session: Session) -> datetime | None:
         """The cookie's Expires/Max-Age moment; None for a browser-session cookie."""
-        if isinstance(self.policy(session), OnSessionEnd):
+        if isinstance(session.expiry or self.expiry, OnSessionEnd) or session._loaded is None:
             return None
-        return session._stored_expiry
+        return session._loaded.expires
 
-    def _touch_due(self, session: Session, new_end: datetime) -> bool:
-        span = window(self.policy(session))
-        if span is None or session._stored_expiry is None:
+    def _touch_due(self, loaded: Snapshot, new_end: datetime) -> bool:
+        span = window(loaded.policy or self.expiry)
+        if span is None:
             return False
         threshold = self.touch_after if self.touch_after is not None else span / 10
-        return new_end - session._stored_expiry >= threshold
+        return new_end - loaded.expires >= threshold
 
     # -- writing ---------------------------------------------------------------------------
 
     async def save_now(self, session: Session) -> None:
         """An explicit `Session.save()`: commit now, keep the cookie action for the response."""
         outcome = await self.commit(session)
-        if outcome is not Cookie.KEEP:
-            session._pending = outcome
+        if outcome[0] is not Cookie.KEEP:
+            session._want().pending = outcome
 
-    async def commit(self, session: Session) -> Cookie:
+    async def commit(self, session: Session) -> Outcome:
         """Write what the request changed; the cookie action the response must carry."""
         now = self.clock()
-        if session._flushed or (session._id is not None and session._cleared and _empty(session)):
+        intents = session._intents
+        if intents is not None and (
+            intents.flushed or (intents.cleared and session._loaded is not None and _empty(session))
+        ):
             ended = await self._end(session)
             if _empty(session):
-                return ended
-            session._created_at = None  # data set after flush(): a brand-new session
-        if session._id is None:
-            if _empty(session):
-                return Cookie.KEEP
-            await self._create(session, now)
-            return Cookie.NEW
-        if session._cycle:
-            return await self._cycle(session, now)
+                return ended, now
+        loaded = session._loaded
+        if loaded is None:
+            if not _empty(session):
+                await self._create(session, dict(dict.items(session)), None, now)
+                await notify(self.on_event, "created", _id(session))
+                return Cookie.NEW, now
+            if session._cookie == NO_COOKIE:
+                return Cookie.KEEP, now
+            session._cookie = NO_COOKIE  # a dead cookie: expire it, once
+            return Cookie.EXPIRE, now
+        if intents is not None and intents.cycle:
+            return await self._cycle(session, loaded, now), now
         packed = codec.pack(session)
-        if packed != session._packed or session._expiry_changed or session._cleared:
-            if _empty(session):
-                return await self._end(session)
-            return await self._save(session, packed, now)
-        new_end = self.ends_at(session, now)
-        if self._touch_due(session, new_end):
-            return await self._touch(session, new_end)
-        return Cookie.REFRESH if session._key_index else Cookie.KEEP
+        if packed != loaded.packed or (intents is not None and intents.any()):
+            return await self._write(session, loaded, packed, now), now
+        new_end = self._ends(loaded.policy, loaded.created_at, now)
+        if self._touch_due(loaded, new_end):
+            return await self._touch(session, loaded, new_end, now), now
+        return self._unchanged(session), now
 
-    def _record(self, session: Session, session_id: str, packed: bytes, now: float) -> Record:
+    def _unchanged(self, session: Session) -> Cookie:
+        """Nothing to write: re-sign a cookie an older key signed, else send nothing."""
+        return Cookie.REFRESH if session._cookie > 0 else Cookie.KEEP
+
+    def _policy(self, session: Session, base: Snapshot | None) -> Expiry | None:
+        """The session's own policy: this request's set_expiry, else the stored one."""
+        intents = session._intents
+        if intents is not None and intents.expiry_set:
+            return intents.expiry
+        return None if base is None else base.policy
+
+    def _record(
+        self,
+        session: Session,
+        session_id: str,
+        base: Snapshot | None,
+        data: dict[str, Any],
+        packed: bytes,
+        now: float,
+    ) -> Record:
+        """The record to write: `data` on top of the stored state `base` (None: a new one)."""
+        policy = self._policy(session, base)
+        created = None if base is None else base.created_at
         return Record(
             id=session_id,
-            data=dict(dict.items(session)),
-            expiry_date=self.ends_at(session, now),
-            version=session._version,
-            created_at=session._created_at,
-            policy=None if session._expiry is None else dump_policy(session._expiry),
+            data=data,
+            expiry_date=self._ends(policy, created, now),
+            version=0 if base is None else base.version,
+            created_at=created or _moment(now),
+            policy=None if policy is None else dump_policy(policy),
             packed=packed,
-            user=session._user,
+            user=None if base is None else base.user,
         )
 
-    def _adopt(self, session: Session, record: Record) -> None:
-        session._settle(record.id, record.packed)
-        session._user = record.user
-        session._bind_to = None
-        session._version = record.version
-        session._created_at = record.created_at
-        session._stored_expiry = record.expiry_date
-        session._key_index = 0
+    def _settled(self, session: Session, record: Record, data: dict[str, Any]) -> None:
+        """The write of `record` succeeded: it is what the session now stands for."""
+        if dict.__len__(session) != len(data) or dict(dict.items(session)) != data:
+            dict.clear(session)
+            dict.update(session, data)
+        packed = record.packed if record.packed is not None else codec.pack(data)
+        policy = None if record.policy is None else load_policy(record.policy)
+        session._settle(
+            Snapshot(
+                record.id,
+                packed,
+                record.version,
+                record.created_at,
+                record.expiry_date,
+                policy,
+                record.user,
+            )
+        )
+        session._cookie = 0
+        if session._intents is not None:
+            session._intents.bind = None
 
-    async def _create(self, session: Session, now: float) -> None:
-        """Store the data under a fresh id (keeping the creation time of a cycled session)."""
-        if session._created_at is None:
-            session._created_at = datetime.fromtimestamp(now, timezone.utc)
-        record = self._record(session, new_id(), codec.pack(session), now)
+    async def _create(
+        self, session: Session, data: dict[str, Any], base: Snapshot | None, now: float
+    ) -> None:
+        """Store `data` under a fresh id (keeping the creation time and policy of `base`)."""
+        record = self._record(session, new_id(), base, data, codec.pack(data), now)
         record.version = 0
-        record.user = self._binding(session)
+        record.user = self._binding(session) if base is None else None
         if record.user is not None:
             await self.user_store().bind(record, max_sessions=self.max_sessions)
         else:
             await self.store.create(record)
-        self._adopt(session, record)
+        self._settled(session, record, data)
 
     async def _end(self, session: Session) -> Cookie:
-        old = session._id
-        if old is not None and session._user is not None and self._users is not None:
-            await self._users.delete_bound(old, session._user.user_key)
+        """flush(), or clear() leaving nothing: delete the item whatever happened to it."""
+        old = session.id
+        user = None if session._loaded is None else session._loaded.user
+        if old is not None and user is not None and self._users is not None:
+            await self._users.delete_bound(old, user.user_key)
+            await notify(self.on_event, "ended", old)
         elif old is not None:
             await self.store.delete(old)
+            await notify(self.on_event, "ended", old)
+        had_cookie = old is not None or session._cookie != NO_COOKIE
         _forget(session)
-        return Cookie.EXPIRE if old is not None or session._had_cookie else Cookie.KEEP
+        return Cookie.EXPIRE if had_cookie else Cookie.KEEP
 
     async def _gone(self, session: Session, what: str) -> Cookie:
+        lost = session.id
         logger.warning(
-            "session %s was deleted meanwhile; %s dropped, cookie expired",
-            log_id(session._id),
-            what,
+            "session %s was deleted meanwhile; %s dropped, cookie expired", log_id(lost), what
         )
         dict.clear(session)  # else the late commit at body end would create it under a new id
         _forget(session)
-        session._bind_to = None
+        if session._intents is not None:
+            session._intents.bind = None
+        if lost is not None:
+            await notify(self.on_event, "lost_race", lost)
         return Cookie.EXPIRE
 
-    async def _cycle(self, session: Session, now: float) -> Cookie:
-        old = session._id
-        assert old is not None
-        if session._user is not None or self._binding(session) is not None:
-            return await self._rebind(session, now)
-        if self._refresher is not None:
-            taken = await self._refresher.take(old)
+    def _changes(self, session: Session, loaded: Snapshot) -> Changes | None:
+        """This request's per-key changes against what it loaded; None for a whole replacement."""
+        if session._intents is not None and session._intents.cleared:
+            return None
+        before = codec.unpack(loaded.packed)
+        after = dict(dict.items(session))
+        changed = {
+            key: value
+            for key, value in after.items()
+            if key not in before or codec.pack({key: value}) != codec.pack({key: before[key]})
+        }
+        return changed, before.keys() - after.keys()
+
+    async def _cycle(self, session: Session, loaded: Snapshot, now: float) -> Cookie:
+        """Move the session to a new id, built from what the take removed (so a write that
+        landed after this request loaded is kept) with this request's changes on top."""
+        if loaded.user is not None or self._binding(session) is not None:
+            return await self._rebind(session, loaded, now)
+        changes = self._changes(session, loaded)
+        if self._fine is not None:
+            taken = await self._fine.take(loaded.id)
         else:
-            taken = await self.store.load(old) is not None
-            await self.store.delete(old)
-        if not taken:
+            taken = await self.store.load(loaded.id)
+            if taken is not None:
+                await self.store.delete(loaded.id)
+        base = None if taken is None else self._snapshot(taken)
+        if taken is None or base is None:
             return await self._gone(session, "id cycle")
-        await self._create(session, now)
-        logger.info("session %s cycled to %s", log_id(old), log_id(session._id))
+        data = dict(dict.items(session)) if changes is None else _apply(changes, taken.data)
+        if not data:
+            _forget(session)
+            await notify(self.on_event, "ended", loaded.id)
+            return Cookie.EXPIRE
+        await self._create(session, data, base, now)
+        logger.info("session %s cycled to %s", log_id(loaded.id), log_id(session.id))
+        await notify(self.on_event, "cycled", _id(session), previous=loaded.id)
         return Cookie.NEW
 
-    async def _rebind(self, session: Session, now: float) -> Cookie:
-        """A cycle where a user binding is involved: one `bind` that takes the old item (at
-        the version loaded), writes the new one and updates the users' indexes."""
-        old = session._id
-        assert old is not None
+    async def _rebind(self, session: Session, loaded: Snapshot, now: float) -> Cookie:
+        """A cycle where a user binding is involved (set_user, or cycle_id on a bound session):
+        one `bind` takes the old item at the version loaded, writes the new one and updates the
+        users' indexes; a write that landed meanwhile is merged and the bind tried again."""
         store = self.user_store()
         binding = self._binding(session)
+        changes = self._changes(session, loaded)
+        data = dict(dict.items(session))
+        base = loaded
         for attempt in range(self.save_attempts):
-            if session._created_at is None:
-                session._created_at = datetime.fromtimestamp(now, timezone.utc)
-            record = self._record(session, new_id(), codec.pack(session), now)
+            if not data and binding is None:  # unbound and empty: nothing left to keep
+                return await self._end(session)
+            record = self._record(session, new_id(), base, data, codec.pack(data), now)
             record.version = 0
             record.user = binding
-            taken = Replaced(
-                old, session._version, None if session._user is None else session._user.user_key
-            )
+            old_user = None if base.user is None else base.user.user_key
+            taken = Replaced(loaded.id, base.version, old_user)
             cap = self.max_sessions if binding is not None else None
             try:
                 await store.bind(record, replaces=taken, max_sessions=cap)
             except SessionConflict as conflict:
                 current = conflict.current
-                if current is None or not self.alive(current):
+                rebased = None if current is None else self._snapshot(current)
+                if current is None or rebased is None:
                     return await self._gone(session, "id cycle")
-                merged = self._rebase(session, record, current, now)
-                dict.clear(session)
-                dict.update(session, merged.data)
-                session._packed = codec.pack(current.data)
-                session._user = current.user
-                await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
-                continue
-            self._adopt(session, record)
-            logger.info("session %s cycled to %s", log_id(old), log_id(session._id))
-            return Cookie.NEW
-        raise StoreError(f"session id cycle gave up after {self.save_attempts} conflicting writes")
-
-    async def _touch(self, session: Session, new_end: datetime) -> Cookie:
-        session_id = session._id
-        assert session_id is not None
-        if self._refresher is not None:
-            if session._user is not None and self._users is not None:
-                live = await self._users.touch(session_id, new_end, seen=True)
-            else:
-                live = await self._refresher.touch(session_id, new_end)
-            if not live:
-                return await self._gone(session, "expiry refresh")
-            session._stored_expiry = new_end
-            return Cookie.REFRESH
-        packed = session._packed if session._packed is not None else codec.pack(session)
-        return await self._save(session, packed, self.clock())
-
-    async def _save(self, session: Session, packed: bytes, now: float) -> Cookie:
-        session_id = session._id
-        assert session_id is not None
-        if session._created_at is None:  # an item written without one (older stores)
-            session._created_at = datetime.fromtimestamp(now, timezone.utc)
-        record = self._record(session, session_id, packed, now)
-        for attempt in range(self.save_attempts):
-            try:
-                await self.store.save(record)
-            except SessionConflict as conflict:
-                current = conflict.current
-                if current is None or not self.alive(current):
-                    return await self._gone(session, "save")
-                record = self._rebase(session, record, current, now)
-                if not record.data:
-                    session._settle(session_id, None)
-                    return await self._end(session)
+                base = replace(rebased, id=loaded.id)
+                if changes is not None:
+                    data = _apply(changes, current.data)
                 logger.info(
-                    "session %s changed meanwhile; merged (try %d)", log_id(session_id), attempt + 1
+                    "session %s changed meanwhile; merged (try %d)", log_id(loaded.id), attempt + 1
                 )
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
                 continue
-            if attempt:
-                dict.clear(session)
-                dict.update(session, record.data)
-            self._adopt(session, record)
+            self._settled(session, record, data)
+            logger.info("session %s cycled to %s", log_id(loaded.id), log_id(session.id))
+            await notify(self.on_event, "cycled", _id(session), previous=loaded.id)
+            return Cookie.NEW
+        raise StoreError(f"session id cycle gave up after {self.save_attempts} conflicting writes")
+
+    async def _touch(
+        self, session: Session, loaded: Snapshot, new_end: datetime, now: float
+    ) -> Cookie:
+        if self._fine is None:
+            return await self._write(session, loaded, loaded.packed, now)
+        record = Record(
+            id=loaded.id,
+            data={},
+            expiry_date=new_end,
+            version=loaded.version,
+            packed=b"",
+            user=loaded.user,  # a bound item's refresh also stamps its last_seen
+        )
+        try:
+            await self._fine.touch(record)
+        except SessionConflict as conflict:
+            current = conflict.current
+            if current is None or not self.alive(current):
+                return await self._gone(session, "expiry refresh")
+            return self._unchanged(session)  # written meanwhile: that write set the expiry
+        session._loaded = replace(loaded, expires=new_end)
+        return Cookie.REFRESH
+
+    async def _write(self, session: Session, loaded: Snapshot, packed: bytes, now: float) -> Cookie:
+        """A conditional save (or, for data emptied key by key, a conditional delete); on a lost
+        race, this request's changes are replayed on the record that won."""
+        changes = self._changes(session, loaded)
+        data = dict(dict.items(session))
+        base = loaded
+        for attempt in range(self.save_attempts):
+            record = self._record(session, loaded.id, base, data, packed, now)
+            try:
+                if data or loaded.user is not None:  # a bound session stays, even empty
+                    await self.store.save(record)
+                elif self._fine is not None:
+                    await self._fine.remove(record)
+                else:
+                    await self.store.delete(record.id)
+            except SessionConflict as conflict:
+                current = conflict.current
+                rebased = None if current is None else self._snapshot(current)
+                if current is None or rebased is None:
+                    return await self._gone(session, "save")
+                base = rebased
+                if changes is not None:
+                    data = _apply(changes, current.data)
+                    packed = codec.pack(data)
+                logger.info(
+                    "session %s changed meanwhile; merged (try %d)", log_id(loaded.id), attempt + 1
+                )
+                await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
+                continue
+            if not data and loaded.user is None:
+                _forget(session)
+                await notify(self.on_event, "ended", loaded.id)
+                return Cookie.EXPIRE
+            self._settled(session, record, data)
             return Cookie.REFRESH
         raise StoreError(f"session save gave up after {self.save_attempts} conflicting writes")
 
-    def _rebase(self, session: Session, mine: Record, current: Record, now: float) -> Record:
-        """This request's changes replayed on the stored record that won the race."""
-        if session._cleared:
-            data = dict(dict.items(session))  # a whole replacement wins as a whole
-        else:
-            before = codec.unpack(session._packed) if session._packed is not None else {}
-            data = merge(before, dict(dict.items(session)), current.data)
-        session._version = current.version
-        session._created_at = current.created_at or session._created_at
-        return Record(
-            id=mine.id,
-            data=data,
-            expiry_date=self.ends_at(session, now),
-            version=current.version,
-            created_at=session._created_at,
-            policy=mine.policy if session._expiry_changed else current.policy,
-            packed=codec.pack(data),
-        )
+
+def _moment(now: float) -> datetime:
+    return datetime.fromtimestamp(now, timezone.utc)
+
+
+def _id(session: Session) -> str:
+    session_id = session.id
+    assert session_id is not None
+    return session_id
 
 
 def _forget(session: Session) -> None:
-    """The session has no stored item any more."""
-    session._settle(None, None)
-    session._version = 0
-    session._stored_expiry = None
-    session._user = None
+    """The session has no stored item any more (and the response removes the cookie)."""
+    session._settle(None)
+    session._cookie = NO_COOKIE
 
 
 def _empty(session: Session) -> bool:
@@ -360,19 +458,15 @@ def _empty(session: Session) -> bool:
     be) is not empty."""
     if dict.__len__(session):
         return False
-    if session._bind_to is not None:
-        return session._bind_to[0] is None
-    return session._user is None
+    intents = session._intents
+    if intents is not None and intents.bind is not None:
+        return intents.bind[0] is None
+    return session._loaded is None or session._loaded.user is None
 
 
-def merge(
-    before: Mapping[str, Any], after: Mapping[str, Any], theirs: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Three-way merge by key: the keys this request set or deleted win over `theirs`."""
-    merged = dict(theirs)
-    for key in before.keys() - after.keys():
-        merged.pop(key, None)
-    for key, value in after.items():
-        if key not in before or codec.pack({key: value}) != codec.pack({key: before[key]}):
-            merged[key] = value
+def _apply(changes: Changes, theirs: Mapping[str, Any]) -> dict[str, Any]:
+    """This request's per-key changes replayed on `theirs`: the keys it set or removed win."""
+    changed, removed = changes
+    merged = {key: value for key, value in theirs.items() if key not in removed}
+    merged.update(changed)
     return merged

@@ -102,9 +102,15 @@ class RequestTransport:
         condition: str | None = None,
         names: dict[str, str] | None = None,
         values: Item | None = None,
-    ) -> None:
+        old: bool = False,
+    ) -> Item | None:
+        """Update an item; with `old`, return the item as it was before (None if absent)."""
         params = {"TableName": table, "Key": key, "UpdateExpression": update}
-        await self._request("UpdateItem", _expressions(params, condition, names, values))
+        if old:
+            params["ReturnValues"] = "ALL_OLD"
+        result = await self._request("UpdateItem", _expressions(params, condition, names, values))
+        attributes: Item | None = result.get("Attributes") if old else None
+        return attributes
 
     async def delete_item(
         self,

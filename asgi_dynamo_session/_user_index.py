@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from ._ids import hash_id, new_id
+from ._ids import hash_id, new_id, new_token
 from ._transport import ConditionFailed, Item, RequestTransport, TransactionCanceled
 from ._users import Binding, Replaced, SessionInfo, handle_of, newest_first, unpack_meta
-from .errors import SessionConflict, StoreError
+from .errors import StoreError
 from .record import Record
 
 if TYPE_CHECKING:
@@ -65,10 +65,13 @@ def binding_of(item: Item) -> Binding | None:
     if user is None:
         return None
     meta = item.get(META_ATTR)
+    key, sealed = user["S"], item[SEALED_ATTR]["B"]
+    if not isinstance(key, str) or not isinstance(sealed, (bytes, bytearray)):
+        raise TypeError("malformed user binding")
+    if meta is not None and not isinstance(meta["B"], (bytes, bytearray)):
+        raise TypeError("malformed user meta")
     return Binding(
-        user_key=user["S"],
-        sealed=bytes(item[SEALED_ATTR]["B"]),
-        meta=None if meta is None else bytes(meta["B"]),
+        user_key=key, sealed=bytes(sealed), meta=None if meta is None else bytes(meta["B"])
     )
 
 
@@ -347,15 +350,18 @@ class UserIndex:
         wire = await store._transport()
         collisions = conflicts = 0
         while True:
-            evicting = await self._plan(wire, record, replaces, max_sessions)
-            if evicting is None:
+            token = new_token()
+            planned = await self._plan(wire, record, replaces, max_sessions, token)
+            if planned is None:
                 continue  # more to end than one transaction holds: ended some, plan again
-            items, updates = evicting
+            items, checked = planned
             try:
                 await wire.transact_write(items)
             except TransactionCanceled as cancel:
                 reasons = cancel.reasons + ["None"] * (len(items) - len(cancel.reasons))
                 if reasons[0] == "ConditionalCheckFailed":  # the new id is taken
+                    if store._token(await store._current(wire, record.id)) == token:
+                        break  # it is ours: an earlier attempt whose answer was lost
                     collisions += 1
                     if collisions > store.props.create_key_max_retry_attempts:
                         raise StoreError(
@@ -364,13 +370,9 @@ class UserIndex:
                     record.id = new_id()
                     continue
                 if replaces is not None and reasons[1] == "ConditionalCheckFailed":
-                    current = await wire.get_item(
-                        store.props.table_name, store.key(replaces.id), consistent=True
-                    )
-                    raise SessionConflict(
-                        None if current is None else store._record(replaces.id, current)
-                    ) from None
-                if not (cancel.retryable or _only_index_conditions(reasons, updates)):
+                    current = await store._current(wire, replaces.id)
+                    raise store._conflict(replaces.id, current) from None
+                if not (cancel.retryable or _only_index_conditions(reasons, checked)):
                     raise StoreError(f"DynamoDB TransactWriteItems cancelled: {reasons}") from None
                 conflicts += 1
                 if conflicts >= _CONFLICT_ATTEMPTS:
@@ -379,11 +381,19 @@ class UserIndex:
                     ) from None
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**conflicts)))
                 continue
-            record.version = 1
-            return
+            except StoreError as failure:  # no answer: applied if the new item bears our token
+                if store._token(await store._after(wire, record.id, failure)) != token:
+                    raise
+            break
+        record.version = 1
 
     async def _plan(
-        self, wire: RequestTransport, record: Record, replaces: Replaced | None, cap: int | None
+        self,
+        wire: RequestTransport,
+        record: Record,
+        replaces: Replaced | None,
+        cap: int | None,
+        token: str,
     ) -> tuple[list[Item], list[int]] | None:
         """The transaction's items, and the positions of the version-checked index updates.
 
@@ -400,7 +410,7 @@ class UserIndex:
             {
                 "Put": {
                     "TableName": p.table_name,
-                    "Item": store._item(record, 1),
+                    "Item": store._item(record, 1, token),
                     "ConditionExpression": "attribute_not_exists(#pk) OR #exp <= :now",
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": {":now": {"N": str(int(now))}},
@@ -408,7 +418,7 @@ class UserIndex:
             }
         ]
         if replaces is not None:
-            items.append({"Delete": self._take_old(replaces, now)})
+            items.append({"Delete": self._take_old(replaces)})
         updates: dict[str, _Update] = {}
         user = record.user
         if replaces is not None and replaces.user_key is not None and old_k is not None:
@@ -450,18 +460,12 @@ class UserIndex:
             items.append({"Update": update.params(p.table_name, self._index_key(user_key))})
         return items, checked
 
-    def _take_old(self, replaces: Replaced, now: float) -> Item:
-        p = self.store.props
-        names = {"#exp": p.expiry_name, "#ver": p.version_name}
-        values: Item = {":now": {"N": str(int(now))}}
-        if replaces.version:
-            condition = "#ver = :ver AND #exp > :now"
-            values[":ver"] = {"N": str(replaces.version)}
-        else:  # an item written without a version counter
-            names["#pk"] = p.partition_key.name
-            condition = "attribute_exists(#pk) AND attribute_not_exists(#ver) AND #exp > :now"
+    def _take_old(self, replaces: Replaced) -> Item:
+        """The Delete of the session a bind replaces: live and at the version loaded."""
+        at_version = Record(id=replaces.id, data={}, expiry_date=_at(0), version=replaces.version)
+        condition, names, values = self.store._versioned(at_version)
         return {
-            "TableName": p.table_name,
+            "TableName": self.store.props.table_name,
             "Key": self.store.key(replaces.id),
             "ConditionExpression": condition,
             "ExpressionAttributeNames": names,

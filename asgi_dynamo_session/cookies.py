@@ -14,10 +14,12 @@ from typing import Literal
 SameSite = Literal["lax", "strict", "none"]
 
 _MIN_KEY_BYTES = 32
-_ID = re.compile(r"[A-Za-z0-9_-]{43}")
-_SIG_CHARS = 43
-_MAX_VALUE = 43 + 1 + _SIG_CHARS
+#: A cookie value we could have made: a 43-character id, a dot, a 43-character signature.
+_VALUE = re.compile(r"[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}")
 _EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
+#: What a path or domain attribute must not hold: ';' would start another attribute, and
+#: control characters (CR, LF, ...) would split or corrupt the header.
+_UNSAFE = re.compile(r"[;\x00-\x1f\x7f]")
 
 
 def _key_bytes(key: str | bytes) -> bytes:
@@ -39,25 +41,27 @@ class Signer:
             raise ValueError("secret_keys needs at least one key")
         self._macs = [hmac.new(_key_bytes(k), digestmod=hashlib.sha256) for k in keys]
 
-    def _signature(self, index: int, session_id: str) -> str:
+    def _signature(self, index: int, session_id: bytes) -> bytes:
         mac = self._macs[index].copy()
-        mac.update(session_id.encode())
-        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
+        mac.update(session_id)
+        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
 
     def sign(self, session_id: str) -> str:
         """The cookie value for an id: ``id.signature``."""
-        return f"{session_id}.{self._signature(0, session_id)}"
+        return f"{session_id}.{self._signature(0, session_id.encode()).decode()}"
 
     def unsign(self, value: str) -> tuple[str, int] | None:
-        """The id in a cookie value and the index of the key that signed it, or None."""
-        if len(value) != _MAX_VALUE or value[43] != ".":
+        """The id in a cookie value and the index of the key that signed it, or None.
+
+        Only values of our own alphabet and shape get as far as the (constant-time, bytes)
+        comparison, so no client-chosen byte can make it raise."""
+        if not _VALUE.fullmatch(value):
             return None
-        session_id, signature = value[:43], value[44:]
-        if not _ID.fullmatch(session_id):
-            return None
+        raw = value.encode("ascii")
+        session_id, signature = raw[:43], raw[44:]
         for index in range(len(self._macs)):
             if hmac.compare_digest(self._signature(index, session_id), signature):
-                return session_id, index
+                return value[:43], index
         return None
 
     def first_valid(self, values: Iterable[str]) -> tuple[str, int] | None:
@@ -102,10 +106,20 @@ class CookieFormat:
     ) -> None:
         if not name or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
             raise ValueError(f"invalid cookie name {name!r}")
-        if name.startswith("__Host-") and (not secure or path != "/" or domain is not None):
-            raise ValueError('a "__Host-" cookie needs secure=True, path="/" and no domain')
-        if name.startswith("__Secure-") and not secure:
-            raise ValueError('a "__Secure-" cookie needs secure=True')
+        for label, text in (("path", path), ("domain", domain)):
+            if text is not None and (not text or _UNSAFE.search(text)):
+                raise ValueError(
+                    f"invalid cookie {label} {text!r}: empty, or holds ';' or a control"
+                )
+        if not path.startswith("/"):
+            raise ValueError(f"cookie path must start with '/', got {path!r}")
+        lowered = name.lower()  # RFC 6265bis matches the prefixes case-insensitively
+        if lowered.startswith("__host-") and (not secure or path != "/" or domain is not None):
+            raise ValueError(
+                f'a "__Host-" cookie ({name}) needs secure=True, path="/" and no domain'
+            )
+        if lowered.startswith("__secure-") and not secure:
+            raise ValueError(f'a "__Secure-" cookie ({name}) needs secure=True')
         if same_site is not None and same_site.lower() not in ("lax", "strict", "none"):
             raise ValueError(
                 f"same_site must be 'lax', 'strict', 'none' or None, not {same_site!r}"
@@ -133,7 +147,10 @@ class CookieFormat:
         """A Set-Cookie value; `expires` None makes a browser-session cookie."""
         lifetime = ""
         if expires is not None:
-            max_age = max(0, int(expires.timestamp() - now))
+            # in datetime arithmetic (exact microseconds), not float seconds, so that a 14-day
+            # cookie says 1209600, not 1209599.99...
+            left = expires - datetime.fromtimestamp(now, timezone.utc)
+            max_age = max(0, int(left.total_seconds()))
             stamp = format_datetime(expires.astimezone(timezone.utc), usegmt=True)
             lifetime = f"; Max-Age={max_age}; Expires={stamp}"
         return f"{self.name}={value}{self._attrs}{lifetime}{self._tail}".encode("latin-1")

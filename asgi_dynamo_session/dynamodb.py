@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal
@@ -16,18 +17,36 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import codec
-from ._ids import hash_id, log_id, new_id
+from ._ids import hash_id, log_id, new_id, new_token
 from ._transport import AioBotocoreTransport, ConditionFailed, Item, RequestTransport
 from ._user_index import SEEN_ATTR, UserIndex, binding_attrs, binding_of
 from ._users import Replaced, SessionInfo, handle_of, user_key
 from .errors import SessionConflict, SessionTooLarge, StoreError
+from .expiry import load_policy
 from .record import Record
-from .store import Clock, epoch
+from .store import DEFAULT_CLOCK_SKEW, Clock, epoch
 
 logger = logging.getLogger("asgi_dynamo_session")
 
 #: DynamoDB's hard limit on one item: attribute names plus values.
 DYNAMODB_ITEM_LIMIT = 400 * 1024
+#: The largest epoch second and version counter read back from an item (9999-12-31; 2**63-1).
+_MAX_EPOCH = 253_402_214_400
+_MAX_VERSION = 2**63 - 1
+#: How far in the past `take` dates an ended item, beyond any writer's clock skew.
+_TOMBSTONE_AGE = 86_400
+_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+def _whole(text: Any, upper: int) -> int:
+    """A stored Number that must be a whole number from 0 to `upper`; ValueError otherwise."""
+    if not isinstance(text, str) or not _DIGITS.fullmatch(text) or int(text) > upper:
+        raise ValueError(f"not a whole number within 0..{upper}: {str(text)[:40]!r}")
+    return int(text)
+
+
+def _moment(stamp: int) -> datetime:
+    return datetime.fromtimestamp(stamp, timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,7 @@ class DynamoDBStoreProps:
     version_name: str = "version"
     created_name: str = "created_at"
     policy_name: str = "expiry_policy"
+    token_name: str = "write_token"
 
 
 def item_size(item: Item) -> int:
@@ -121,6 +141,7 @@ class DynamoDBStore:
         max_item_size: int = DYNAMODB_ITEM_LIMIT,
         compress_above: int | None = 8 * 1024,
         clock: Clock = time.time,
+        clock_skew: timedelta | None = None,
     ) -> None:
         if not 0 < max_item_size <= DYNAMODB_ITEM_LIMIT:
             raise ValueError(f"max_item_size must be within 1..{DYNAMODB_ITEM_LIMIT}")
@@ -137,12 +158,11 @@ class DynamoDBStore:
         self.max_item_size = max_item_size
         self.compress_above = compress_above
         self._clock = clock
+        #: Writes need the stored expiry later than now plus this (None: the middleware's).
+        self.clock_skew = clock_skew
         self._wire: RequestTransport | None = None
         self._stack: AsyncExitStack | None = None
         self._opening = asyncio.Lock()
-        p = self.props
-        self._names = {"#pk": p.partition_key.name, "#exp": p.expiry_name}
-        self._live_check = "attribute_exists(#pk) AND #exp > :now"
         self._users = UserIndex(self)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -238,13 +258,14 @@ class DynamoDBStore:
             key[p.sort_key.name] = {"S": p.sort_key.value(k)}
         return key
 
-    def _item(self, record: Record, version: int) -> Item:
+    def _item(self, record: Record, version: int, token: str) -> Item:
         p = self.props
         packed = record.packed if record.packed is not None else codec.pack(record.data)
         item = self.key(record.id)
         item[p.expiry_name] = {"N": str(epoch(record.expiry_date))}
         item[p.data_name] = {"B": codec.encode(packed, self.compress_above)}
         item[p.version_name] = {"N": str(version)}
+        item[p.token_name] = {"S": token}
         if record.created_at is not None:
             item[p.created_name] = {"N": str(int(record.created_at.timestamp()))}
         if record.policy is not None:
@@ -255,36 +276,85 @@ class DynamoDBStore:
             raise SessionTooLarge(size, self.max_item_size)
         return item
 
-    def _record(self, session_id: str, item: Item) -> Record | None:
-        """The record in an item, or None when it has expired or cannot be read."""
+    def _record(
+        self, session_id: str, item: Item, *, margin: float = 0.0, live: bool = True
+    ) -> Record | None:
+        """The record in an item, or None when it cannot be read or (with `live`) its expiry
+        is not later than now plus `margin`. Every attribute is checked here, so a malformed
+        item is no session, never an exception."""
         p = self.props
         try:
-            expires = int(item[p.expiry_name]["N"])
-            if expires <= self._clock():
+            expires = _whole(item[p.expiry_name]["N"], _MAX_EPOCH)
+            if live and expires <= self._clock() + margin:
                 return None
-            packed = codec.decode(item[p.data_name]["B"])
-            data = codec.unpack(packed)
-            version = int(item[p.version_name]["N"]) if p.version_name in item else 0
+            data = codec.unpack(codec.decode(item[p.data_name]["B"]))
+            version = (
+                _whole(item[p.version_name]["N"], _MAX_VERSION) if p.version_name in item else 0
+            )
             created = item.get(p.created_name)
+            created_at = None if created is None else _moment(_whole(created["N"], _MAX_EPOCH))
             policy = item[p.policy_name]["S"] if p.policy_name in item else None
-        except (KeyError, ValueError, TypeError) as exc:
+            if policy is not None:
+                load_policy(policy)
+            expiry_date = _moment(expires)
+            user = binding_of(item)
+        except (KeyError, ValueError, TypeError, OverflowError, OSError) as exc:
             logger.warning("unreadable session item %s ignored: %s", log_id(session_id), exc)
             return None
         return Record(
             id=session_id,
             data=data,
-            expiry_date=datetime.fromtimestamp(expires, timezone.utc),
+            expiry_date=expiry_date,
             version=version,
-            created_at=None
-            if created is None
-            else datetime.fromtimestamp(int(created["N"]), timezone.utc),
+            created_at=created_at,
             policy=policy,
-            user=binding_of(item),
+            user=user,
             # no `packed`: a caller may change `data` before save(), which must write the change
         )
 
+    def _token(self, item: Item | None) -> str | None:
+        """The write token an item carries: which save wrote it."""
+        value = None if item is None else item.get(self.props.token_name)
+        token = value.get("S") if isinstance(value, dict) else None
+        return token if isinstance(token, str) else None
+
     def _now(self) -> Item:
         return {":now": {"N": str(int(self._clock()))}}
+
+    def _live_after(self) -> Item:
+        """`:live`: a write needs the stored expiry later than this (now plus the clock skew)."""
+        skew = (self.clock_skew or DEFAULT_CLOCK_SKEW).total_seconds()
+        return {":live": {"N": str(int(self._clock() + skew))}}
+
+    def _versioned(self, record: Record) -> tuple[str, dict[str, str], Item]:
+        """Condition, names and values of a write that needs `record.version`, live."""
+        names = {"#exp": self.props.expiry_name, "#ver": self.props.version_name}
+        values = self._live_after()
+        if record.version:
+            values[":ver"] = {"N": str(record.version)}
+            return "#ver = :ver AND #exp > :live", names, values
+        # an item written without a version counter (e.g. by the Rust crate)
+        names["#pk"] = self.props.partition_key.name
+        condition = "attribute_exists(#pk) AND attribute_not_exists(#ver) AND #exp > :live"
+        return condition, names, values
+
+    async def _current(self, wire: RequestTransport, session_id: str) -> Item | None:
+        return await wire.get_item(self.props.table_name, self.key(session_id), consistent=True)
+
+    async def _after(
+        self, wire: RequestTransport, session_id: str, failure: StoreError
+    ) -> Item | None:
+        """After a write whose answer never came: the item as stored now, to tell whether the
+        write was applied. Re-raises `failure` when the store cannot be read either."""
+        try:
+            return await self._current(wire, session_id)
+        except StoreError:
+            raise failure from None
+
+    def _conflict(self, session_id: str, current: Item | None) -> SessionConflict:
+        margin = (self.clock_skew or DEFAULT_CLOCK_SKEW).total_seconds()
+        record = None if current is None else self._record(session_id, current, margin=margin)
+        return SessionConflict(record)
 
     # -- the store protocol ----------------------------------------------------------------
 
@@ -296,20 +366,29 @@ class DynamoDBStore:
         return None if item is None else self._record(session_id, item)
 
     async def create(self, record: Record) -> None:
+        """Store a new record. A retry that meets its own first attempt (the answer was lost)
+        is recognised by the write token, so it is neither an orphan nor a collision."""
         wire = await self._transport()
         for _ in range(self.props.create_key_max_retry_attempts + 1):
+            token = new_token()
+            item = self._item(record, 1, token)
             try:
                 await wire.put_item(
                     self.props.table_name,
-                    self._item(record, 1),
+                    item,
                     condition="attribute_not_exists(#pk) OR #exp <= :now",
-                    names=self._names,
+                    names={"#pk": self.props.partition_key.name, "#exp": self.props.expiry_name},
                     values=self._now(),
                 )
-            except ConditionFailed:
-                logger.warning("session id collision on create; retrying with a new id")
-                record.id = new_id()
-                continue
+            except ConditionFailed as failed:
+                current = failed.item or await self._current(wire, record.id)
+                if self._token(current) != token:
+                    logger.warning("session id collision on create; retrying with a new id")
+                    record.id = new_id()
+                    continue
+            except StoreError as failure:
+                if self._token(await self._after(wire, record.id, failure)) != token:
+                    raise
             record.version = 1
             return
         raise StoreError(
@@ -318,71 +397,116 @@ class DynamoDBStore:
 
     async def save(self, record: Record) -> None:
         wire = await self._transport()
-        names = {**self._names, "#ver": self.props.version_name}
-        values = self._now()
-        if record.version:
-            condition = "#ver = :ver AND #exp > :now"
-            values[":ver"] = {"N": str(record.version)}
-            del names["#pk"]
-        else:  # an item written without a version counter (e.g. by the Rust crate)
-            condition = "attribute_exists(#pk) AND attribute_not_exists(#ver) AND #exp > :now"
+        token = new_token()
+        condition, names, values = self._versioned(record)
+        item = self._item(record, record.version + 1, token)
         try:
             await wire.put_item(
+                self.props.table_name, item, condition=condition, names=names, values=values
+            )
+        except ConditionFailed as failed:
+            current = failed.item or await self._current(wire, record.id)
+            if self._token(current) != token:
+                raise self._conflict(record.id, current) from None
+        except StoreError as failure:
+            if self._token(await self._after(wire, record.id, failure)) != token:
+                raise
+        record.version += 1
+
+    async def delete(self, session_id: str) -> None:
+        wire = await self._transport()
+        try:
+            await wire.delete_item(self.props.table_name, self.key(session_id))
+        except StoreError as failure:
+            if await self._after(wire, session_id, failure) is not None:
+                raise
+
+    async def touch(self, record: Record) -> None:
+        """Renew the expiry of the live item at `record.version` (one UpdateItem of that
+        attribute, and of `last_seen` for a bound record); `SessionConflict` when it changed or
+        ended meanwhile."""
+        wire = await self._transport()
+        condition, names, values = self._versioned(record)
+        expires = str(epoch(record.expiry_date))
+        values[":exp"] = {"N": expires}
+        update = "SET #exp = :exp"
+        if record.user is not None:
+            update += ", #seen = :seen"
+            names["#seen"] = SEEN_ATTR
+            values[":seen"] = {"N": str(int(self._clock()))}
+        try:
+            await wire.update_item(
                 self.props.table_name,
-                self._item(record, record.version + 1),
+                self.key(record.id),
+                update=update,
                 condition=condition,
                 names=names,
                 values=values,
             )
         except ConditionFailed as failed:
-            current = failed.item
-            if current is None:
-                current = await wire.get_item(
-                    self.props.table_name, self.key(record.id), consistent=True
-                )
-            raise SessionConflict(
-                None if current is None else self._record(record.id, current)
-            ) from None
-        record.version += 1
+            current = failed.item or await self._current(wire, record.id)
+            raise self._conflict(record.id, current) from None
+        except StoreError as failure:
+            current = await self._after(wire, record.id, failure)
+            if current is None or current.get(self.props.expiry_name) != {"N": expires}:
+                raise
 
-    async def delete(self, session_id: str) -> None:
+    async def take(self, session_id: str) -> Record | None:
+        """End the live item and return it as it was (for `cycle_id`): it is first marked
+        ended under a write token, so a retry whose first answer was lost still gets the data,
+        then deleted. None when it was not live."""
         wire = await self._transport()
-        await wire.delete_item(self.props.table_name, self.key(session_id))
-
-    async def touch(self, session_id: str, expiry_date: datetime, *, seen: bool = False) -> bool:
-        """Renew the expiry of a live item (one UpdateItem of that attribute, and of `last_seen`
-        with `seen`, for a bound session); False if gone."""
-        wire = await self._transport()
-        update, names = "SET #exp = :exp", self._names
-        if seen:
-            update, names = "SET #exp = :exp, #seen = :now", {**names, "#seen": SEEN_ATTR}
+        p = self.props
+        token = new_token()
+        key = self.key(session_id)
+        values = {
+            **self._live_after(),
+            ":dead": {"N": str(int(self._clock()) - _TOMBSTONE_AGE)},
+            ":tok": {"S": token},
+        }
         try:
-            await wire.update_item(
-                self.props.table_name,
-                self.key(session_id),
-                update=update,
-                condition=self._live_check,
-                names=names,
-                values={**self._now(), ":exp": {"N": str(epoch(expiry_date))}},
+            old = await wire.update_item(
+                p.table_name,
+                key,
+                update="SET #exp = :dead, #tok = :tok",
+                condition="attribute_exists(#pk) AND #exp > :live",
+                names={"#pk": p.partition_key.name, "#exp": p.expiry_name, "#tok": p.token_name},
+                values=values,
+                old=True,
             )
-        except ConditionFailed:
-            return False
-        return True
+        except ConditionFailed as failed:
+            old = failed.item or await self._current(wire, session_id)
+            if self._token(old) != token:
+                return None
+        except StoreError as failure:
+            old = await self._after(wire, session_id, failure)
+            if self._token(old) != token:
+                raise
+        try:
+            await wire.delete_item(p.table_name, key)
+        except StoreError as exc:  # the item is already ended; TTL removes it
+            logger.warning("ended session item %s not deleted: %s", log_id(session_id), exc)
+        return None if old is None else self._record(session_id, old, live=False)
 
-    async def take(self, session_id: str) -> bool:
-        """Delete the item only if it is live; True when this call deleted it."""
+    async def remove(self, record: Record) -> None:
+        """Delete the item if it is still at `record.version`; `SessionConflict` otherwise."""
         wire = await self._transport()
+        condition, names, values = self._versioned(record)
         try:
             await wire.delete_item(
                 self.props.table_name,
-                self.key(session_id),
-                condition=self._live_check,
-                names=self._names,
-                values=self._now(),
+                self.key(record.id),
+                condition=condition,
+                names=names,
+                values=values,
             )
-        except ConditionFailed:
-            return False
-        return True
+        except ConditionFailed as failed:
+            current = failed.item or await self._current(wire, record.id)
+            if current is not None:  # gone is what was asked for, whoever removed it
+                raise self._conflict(record.id, current) from None
+        except StoreError as failure:
+            if await self._after(wire, record.id, failure) is not None:
+                raise
 
     # -- users and devices (the per-user index: _user_index.py) ----------------------------
 

@@ -7,6 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 #: OnSessionEnd sessions keep their item this long after the last write or refresh.
 SESSION_END_ITEM_LIFETIME = timedelta(weeks=2)
+#: Epoch seconds of 9999-12-31: no stored moment or duration is read beyond it.
+_MAX_SECONDS = 253_402_214_400
+#: The longest sliding window read back from an item: a century.
+_MAX_WINDOW = 100 * 366 * 86_400
 
 
 @dataclass(frozen=True)
@@ -67,12 +71,21 @@ def dump_policy(expiry: Expiry) -> str:
 
 
 def load_policy(text: str) -> Expiry:
-    """The policy `dump_policy` wrote; ValueError for anything else."""
+    """The policy `dump_policy` wrote; ValueError for anything else (including absurd numbers)."""
     kind, _, value = text.partition(":")
-    if kind == "inactivity":
-        return OnInactivity(timedelta(seconds=float(value)))
-    if kind == "at":
-        return AtDateTime(datetime.fromtimestamp(float(value), timezone.utc))
+    try:
+        if kind == "inactivity":
+            seconds = float(value)
+            if not 0 < seconds <= _MAX_WINDOW:
+                raise ValueError(seconds)
+            return OnInactivity(timedelta(seconds=seconds))
+        if kind == "at":
+            stamp = float(value)
+            if not 0 <= stamp <= _MAX_SECONDS:
+                raise ValueError(stamp)
+            return AtDateTime(datetime.fromtimestamp(stamp, timezone.utc))
+    except (ValueError, OverflowError, OSError) as exc:
+        raise ValueError(f"unreadable expiry policy {text!r}") from exc
     if kind == "session" and not value:
         return OnSessionEnd()
     raise ValueError(f"unknown expiry policy {text!r}")

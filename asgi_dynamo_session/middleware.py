@@ -13,9 +13,10 @@ from ._persist import Cookie, Persister
 from ._user_seal import UserSeal
 from .cookies import CookieFormat, SameSite, Signer, _key_bytes, cookie_values
 from .errors import SessionTooLarge, StoreError
-from .expiry import Expiry, OnSessionEnd
-from .session import Session
-from .store import Clock, SessionStore
+from .events import OnEvent
+from .expiry import AtDateTime, Expiry, OnSessionEnd
+from .session import DEAD_COOKIE, Session
+from .store import DEFAULT_CLOCK_SKEW, Clock, SessionStore
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -48,8 +49,14 @@ class SessionMiddleware:
         save_attempts: int = 8,
         retry_after: int = 1,
         max_sessions_per_user: int | None = None,
+        clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+        on_event: OnEvent | None = None,
         clock: Clock = time.time,
     ) -> None:
+        if isinstance(expiry, AtDateTime) and expiry.at.timestamp() <= clock():
+            raise ValueError(f"the default expiry AtDateTime({expiry.at.isoformat()}) is past")
+        if clock_skew < timedelta(0):
+            raise ValueError("clock_skew must not be negative")
         if touch_after is not None and touch_after < timedelta(0):
             raise ValueError("touch_after must not be negative")
         if absolute_timeout is not None and absolute_timeout <= timedelta(0):
@@ -64,6 +71,8 @@ class SessionMiddleware:
             raise ValueError("max_sessions_per_user must be a positive int or None")
         self.app = app
         self.store = store
+        if getattr(store, "clock_skew", False) is None:  # our stores: unset means the middleware's
+            store.clock_skew = clock_skew  # type: ignore[attr-defined]
         self.signer = Signer(secret_keys)
         self.cookie = CookieFormat(
             cookie_name,
@@ -83,6 +92,7 @@ class SessionMiddleware:
             clock=clock,
             seal=UserSeal([_key_bytes(k) for k in _key_list(secret_keys)]),
             max_sessions_per_user=max_sessions_per_user,
+            on_event=on_event,
         )
         self.retry_after = str(retry_after).encode()
         self.clock = clock
@@ -118,8 +128,6 @@ class SessionMiddleware:
         else:  # persister.session(None) and _attach, inline on the hot path
             session = Session()
             session._owner = self.persister
-            if values is not None:
-                session._had_cookie = True
             scope["session"] = session
             state = scope.get("state")
             if state.__class__ is dict:
@@ -184,16 +192,17 @@ class SessionMiddleware:
     async def _load(self, scope: Scope, values: list[str]) -> Session:
         """The session for the cookies of our name: one store read when one of them verifies."""
         found = self.signer.first_valid(values)
-        record = None
-        key_index = 0
+        session = None
         if found is not None:
             session_id, key_index = found
             record = await self.store.load(session_id)
-            if record is not None and not self.persister.alive(record):
-                logger.info("session %s passed its absolute timeout", log_id(session_id))
-                record = None
-        session = self.persister.session(record, key_index)
-        session._had_cookie = bool(values)
+            if record is not None:
+                session = self.persister.session(record, key_index)
+        if session is None:
+            session = Session()
+            session._owner = self.persister
+            if values:
+                session._cookie = DEAD_COOKIE  # expired on this response unless it sets one
         return self._attach(scope, session)
 
     def _attach(self, scope: Scope, session: Session) -> Session:
@@ -219,7 +228,7 @@ class SessionMiddleware:
     ) -> tuple[int, bytes, bool] | None:
         """Persist and add the cookie header; a failure gives the answer to send instead."""
         try:
-            action = await self.persister.commit(session)
+            action, now = await self.persister.commit(session)
         except SessionTooLarge as exc:
             logger.error("session %s not saved: %s", log_id(session.id), exc)
             return 500, b"Session too large\n", False
@@ -229,36 +238,43 @@ class SessionMiddleware:
         except StoreError as exc:
             logger.error("session %s save failed, answering 503: %s", log_id(session.id), exc)
             return 503, b"Session store unavailable\n", True
-        if action is Cookie.KEEP and session._pending is not None:
-            action = session._pending
-        session._pending = None
-        header = self._set_cookie(session, action)
+        intents = session._intents
+        if intents is not None:
+            if action is Cookie.KEEP and intents.pending is not None:
+                action, now = intents.pending
+            intents.pending = None
+        header = self._set_cookie(session, action, now)
         if header is not None:
             headers.append((b"set-cookie", header))
         return None
 
-    def _set_cookie(self, session: Session, action: Cookie) -> bytes | None:
+    def _set_cookie(self, session: Session, action: Cookie, now: float) -> bytes | None:
+        """The Set-Cookie value for `action`, dated by the commit's own clock reading."""
         if action is Cookie.KEEP:
             return None
         if action is Cookie.EXPIRE or session.id is None:
             return self.cookie.expire()
         return self.cookie.set(
-            self.signer.sign(session.id), self.persister.cookie_expires(session), self.clock()
+            self.signer.sign(session.id), self.persister.cookie_expires(session), now
         )
 
     async def _late_commit(self, scope: Scope, session: Session) -> None:
         """After the response started: save what changed since, under the same id."""
         session = self._current(scope, session)
-        if not session.modified and session._pending is None:
+        intents = session._intents
+        pending = None if intents is None else intents.pending
+        if not session.modified and pending is None:
             return
         had_id = session.id
         try:
-            action = await self.persister.commit(session)
+            action, _ = await self.persister.commit(session)
         except (StoreError, SessionTooLarge, TypeError) as exc:
             logger.error("session %s not saved after the response started: %s", log_id(had_id), exc)
             return
-        pending, session._pending = session._pending, None
-        if action in (Cookie.NEW, Cookie.EXPIRE) or pending in (Cookie.NEW, Cookie.EXPIRE):
+        if intents is not None:
+            intents.pending = None
+        told = (action,) if pending is None else (action, pending[0])
+        if Cookie.NEW in told or Cookie.EXPIRE in told:
             logger.warning(
                 "session %s changed its cookie after the response started; the browser was "
                 "not told (save before the response starts, or call session.save() earlier)",
@@ -376,9 +392,17 @@ async def _nothing() -> None:
 
 
 def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:
+    """Make the response vary on Cookie, unless a Vary header already names it (or ``*``)."""
+    first = -1
     for i, (name, value) in enumerate(headers):
         if name.lower() == b"vary":
-            if b"cookie" not in value.lower() and value.strip() != b"*":
-                headers[i] = (name, value + b", Cookie")
-            return
-    headers.append((b"vary", b"Cookie"))
+            tokens = {token.strip().lower() for token in value.split(b",")}
+            if b"cookie" in tokens or b"*" in tokens:
+                return
+            if first < 0:
+                first = i
+    if first < 0:
+        headers.append((b"vary", b"Cookie"))
+    else:
+        name, value = headers[first]
+        headers[first] = (name, value + b", Cookie" if value.strip() else b"Cookie")

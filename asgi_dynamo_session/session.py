@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,41 +18,64 @@ if TYPE_CHECKING:
 
 _MISSING: Any = object()
 
+#: `Session._cookie` values besides a key index (>= 0, the key that signed a live session's cookie).
+NO_COOKIE = -2  # the request carried no cookie of our name
+DEAD_COOKIE = -1  # it did, but the cookie does not verify or names no live session
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The stored session as this request last saw it: what changes are measured against."""
+
+    id: str
+    packed: bytes  # the data, encoded
+    version: int
+    created_at: datetime | None
+    expires: datetime
+    policy: Expiry | None  # the session's own expiry policy, None for the middleware's
+    user: Binding | None = None  # the user the session is bound to (`set_user`)
+
+
+class Intents:
+    """What the request asked for beyond plain data changes; cleared by each write."""
+
+    __slots__ = ("bind", "cleared", "cycle", "expiry", "expiry_set", "flushed", "pending")
+
+    def __init__(self) -> None:
+        self.cleared = False  # the data was replaced as a whole (clear(), set_session)
+        self.flushed = False  # end the stored session
+        self.cycle = False  # move the data to a new id
+        self.expiry_set = False  # set_expiry() was called; `expiry` is the new policy
+        self.expiry: Expiry | None = None
+        self.pending: Any = None  # a cookie action from an explicit save(), not yet sent
+        # set_user(): (user id or None to unbind, encoded meta); kept until a write binds it
+        self.bind: tuple[str | None, bytes | None] | None = None
+
+    def any(self) -> bool:
+        return self.cleared or self.flushed or self.cycle or self.expiry_set
+
 
 class Session(dict[str, Any]):
-    """Session data: a plain dict to the app, plus the flags the middleware needs to persist it.
+    """Session data: a plain dict to the app, plus what the middleware needs to persist it.
 
     Reading marks it accessed (which adds ``Vary: Cookie``); changes, nested ones included, are
     found by comparing the encoded data with what was loaded.
     """
 
-    # Per-request state. Class-level defaults keep construction cheap: a request without a
-    # cookie builds a Session on every call, and most of these are never set.
-    _id: str | None = None
-    _packed: bytes | None = None  # the data as loaded, encoded: what `modified` compares with
+    # Class-level defaults keep construction cheap: a request without a cookie builds a
+    # Session on every call, and most of these are never set.
     _accessed = False
-    _cleared = False
-    _flushed = False
-    _cycle = False
-    _expiry: Expiry | None = None
-    _expiry_changed = False
     _owner: Any = None  # the middleware's Persister: saves and computes expiry dates
-    # Stored state the middleware and store keep in step.
-    _version = 0
-    _created_at: datetime | None = None
-    _stored_expiry: datetime | None = None
-    _key_index = 0  # which secret key signed the cookie (0: the newest)
-    _had_cookie = False  # the request carried a cookie of our name
-    _pending: Any = None  # a cookie action from an explicit save(), not yet sent
-    _user: Binding | None = None  # the stored binding to a user
-    _bind_to: tuple[str | None, bytes | None] | None = None  # set_user(): (user id, meta)
+    _loaded: Snapshot | None = None  # None until the session is stored
+    _intents: Intents | None = None  # created on the first intent
+    _cookie = NO_COOKIE
 
     # -- what the middleware reads ---------------------------------------------------------
 
     @property
     def id(self) -> str | None:
         """The session id; None until the session has been stored."""
-        return self._id
+        return None if self._loaded is None else self._loaded.id
 
     @property
     def accessed(self) -> bool:
@@ -64,26 +88,27 @@ class Session(dict[str, Any]):
 
     @property
     def modified(self) -> bool:
-        """True when the data differs from what was loaded, or a flag asks for a write."""
-        if self._cleared or self._flushed or self._cycle or self._expiry_changed:
+        """True when the data differs from what was loaded, or an intent asks for a write."""
+        if self._intents is not None and self._intents.any():
             return True
-        if self._packed is None:
+        if self._loaded is None:
             return dict.__len__(self) > 0
-        return codec.pack(self) != self._packed
+        return codec.pack(self) != self._loaded.packed
 
     # -- what the app calls ----------------------------------------------------------------
 
     def cycle_id(self) -> None:
         """Keep the data under a new id at the next save and delete the old item (call at login)."""
         self._accessed = True
-        self._cycle = True
+        self._want().cycle = True
 
     def flush(self) -> None:
         """Clear the data, delete the stored item and expire the cookie (call at logout); a
         bound session is unbound (taken off its user's list)."""
         self._accessed = True
-        self._flushed = True
-        self._bind_to = (None, None) if self._user is not None else None
+        intents = self._want()
+        intents.flushed = True
+        intents.bind = (None, None) if self._bound() else None
         dict.clear(self)
 
     # -- users and devices -----------------------------------------------------------------
@@ -91,11 +116,13 @@ class Session(dict[str, Any]):
     @property
     def user_id(self) -> str | None:
         """The user this session is bound to (`set_user`), or None."""
-        if self._bind_to is not None:
-            return self._bind_to[0]
-        if self._user is None or self._owner is None:
+        intents = self._intents
+        if intents is not None and intents.bind is not None:
+            return intents.bind[0]
+        user = None if self._loaded is None else self._loaded.user
+        if user is None or self._owner is None:
             return None
-        user_id: str | None = self._owner.user_id_of(self._user)
+        user_id: str | None = self._owner.user_id_of(user)
         return user_id
 
     def set_user(self, user_id: str | None, meta: dict[str, Any] | None = None) -> None:
@@ -107,40 +134,45 @@ class Session(dict[str, Any]):
         if user_id is None and meta:
             raise ValueError("meta needs a user: set_user(None) unbinds")
         packed = pack_meta(meta)
-        if self._owner is None:
-            raise SessionError("this session is not attached to a SessionMiddleware")
-        self._owner.user_store()  # a clear error now for a store without a per-user index
+        self._users()  # a clear error now for a store without a per-user index
         self._accessed = True
-        if user_id is None and self._user is None:
-            self._bind_to = None if self._bind_to is None or self._id is None else (None, None)
+        intents = self._want()
+        if user_id is None and not self._bound():
+            intents.bind = None  # nothing stored to unbind; drops a binding asked for earlier
             return
-        self._bind_to = (user_id, packed)
-        self._cycle = True
+        intents.bind = (user_id, packed)
+        intents.cycle = True
 
     async def user_sessions(self) -> list[SessionInfo]:
         """The live sessions of this session's user, newest first, this one marked `current`
-        ([] when unbound). A binding made in this request is saved first."""
+        ([] when unbound). A binding asked for in this request is saved first."""
         store = self._users()
-        if self._bind_to is not None and self._bind_to[0] is not None:
-            await self.save()
+        await self._bind_now()
         user_id = self.user_id
         if user_id is None:
             return []
         infos: list[SessionInfo] = await store.user_sessions(user_id)
-        mine = None if self._id is None else store.session_handle(self._id)
+        mine = None if self.id is None else store.session_handle(self.id)
         return [dataclasses.replace(i, current=True) if i.handle == mine else i for i in infos]
 
     async def revoke_others(self) -> int:
         """End every other session of this session's user ("log out other devices"); how many
-        were live. A binding made in this request is saved first."""
+        were live. A binding asked for in this request is saved first."""
         store = self._users()
-        if self._bind_to is not None and self._bind_to[0] is not None:
-            await self.save()
+        await self._bind_now()
         user_id = self.user_id
         if user_id is None:
             return 0
-        ended: int = await store.revoke_user(user_id, keep=self._id)
+        ended: int = await store.revoke_user(user_id, keep=self.id)
         return ended
+
+    def _bound(self) -> bool:
+        return self._loaded is not None and self._loaded.user is not None
+
+    async def _bind_now(self) -> None:
+        intents = self._intents
+        if intents is not None and intents.bind is not None and intents.bind[0] is not None:
+            await self.save()
 
     def _users(self) -> Any:
         if self._owner is None:
@@ -150,13 +182,17 @@ class Session(dict[str, Any]):
     def set_expiry(self, expiry: Expiry | None) -> None:
         """Give this session its own expiry policy; None returns to the middleware's."""
         self._accessed = True
-        self._expiry = expiry
-        self._expiry_changed = True
+        intents = self._want()
+        intents.expiry = expiry
+        intents.expiry_set = True
 
     @property
     def expiry(self) -> Expiry | None:
         """This session's own expiry policy, or None when the middleware's applies."""
-        return self._expiry
+        intents = self._intents
+        if intents is not None and intents.expiry_set:
+            return intents.expiry
+        return None if self._loaded is None else self._loaded.policy
 
     @property
     def expiry_date(self) -> datetime | None:
@@ -235,10 +271,11 @@ class Session(dict[str, Any]):
         """Remove all data; the whole session is replaced at save (an empty one is deleted).
         A bound session is unbound: data set after clear() goes to a new, unbound id."""
         self._accessed = True
-        self._cleared = True
-        if self._user is not None:
-            self._bind_to = (None, None)
-            self._cycle = True
+        intents = self._want()
+        intents.cleared = True
+        if self._bound():
+            intents.bind = (None, None)
+            intents.cycle = True
         dict.clear(self)
 
     def copy(self) -> dict[str, Any]:
@@ -250,15 +287,23 @@ class Session(dict[str, Any]):
 
     # -- middleware plumbing ---------------------------------------------------------------
 
+    def _want(self) -> Intents:
+        intents = self._intents
+        if intents is None:
+            intents = self._intents = Intents()
+        return intents
+
     def _replace(self, data: Iterable[tuple[str, Any]]) -> None:
         """Take another mapping's data as a whole replacement (a framework's set_session)."""
         dict.clear(self)
         dict.update(self, data)
-        self._cleared = True
+        self._want().cleared = True
         self._accessed = True
 
-    def _settle(self, session_id: str | None, packed: bytes | None) -> None:
-        """After a write: this state is what is stored now."""
-        self._id = session_id
-        self._packed = packed
-        self._cleared = self._flushed = self._cycle = self._expiry_changed = False
+    def _settle(self, loaded: Snapshot | None) -> None:
+        """After a write: `loaded` is what is stored now (None: nothing), the intents are done."""
+        self._loaded = loaded
+        intents = self._intents
+        if intents is not None:
+            intents.cleared = intents.flushed = intents.cycle = intents.expiry_set = False
+            intents.expiry = None

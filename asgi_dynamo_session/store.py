@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
 
 from . import codec
@@ -40,15 +40,28 @@ class SessionStore(Protocol):
 
 @runtime_checkable
 class RefreshingStore(SessionStore, Protocol):
-    """A store that can also renew an expiry and end a live session without a full write."""
+    """A store with the finer writes the middleware uses when it can: renewing an expiry alone,
+    ending a session by moving it, and deleting one only if nobody changed it meanwhile.
 
-    async def touch(self, session_id: str, expiry_date: datetime) -> bool:
-        """Set the expiry of a live record; False when it is gone or expired (nothing written)."""
+    Like `save`, each raises `SessionConflict` (current record, None when gone) when the stored
+    record is not at `record.version` or not live.
+    """
+
+    async def touch(self, record: Record) -> None:
+        """Set the stored expiry to `record.expiry_date`, nothing else."""
         ...
 
-    async def take(self, session_id: str) -> bool:
-        """Delete the record only if it is live; True when this call deleted it."""
+    async def take(self, session_id: str) -> Record | None:
+        """End the live record and return it as it was at that moment; None when it was not live."""
         ...
+
+    async def remove(self, record: Record) -> None:
+        """Delete the record."""
+        ...
+
+
+#: How far a writer's clock may lag and still never revive a session others consider ended.
+DEFAULT_CLOCK_SKEW = timedelta(seconds=5)
 
 
 def epoch(moment: datetime) -> int:
@@ -90,15 +103,26 @@ class MemoryStore:
     Meant for tests and prototypes: data is lost on restart and not shared between workers.
     """
 
-    def __init__(self, *, clock: Clock = time.time, create_key_max_retry_attempts: int = 5):
+    def __init__(
+        self,
+        *,
+        clock: Clock = time.time,
+        create_key_max_retry_attempts: int = 5,
+        clock_skew: timedelta | None = None,
+    ):
         self._items: dict[str, _Entry] = {}
         self._index: dict[str, dict[str, _IndexEntry]] = {}  # user key -> session id -> entry
         self._clock = clock
         self._retries = create_key_max_retry_attempts
+        #: Writes need the stored expiry later than now plus this (None: the middleware's).
+        self.clock_skew = clock_skew
 
-    def _live(self, session_id: str) -> _Entry | None:
+    def _margin(self) -> float:
+        return (self.clock_skew or DEFAULT_CLOCK_SKEW).total_seconds()
+
+    def _live(self, session_id: str, margin: float = 0.0) -> _Entry | None:
         entry = self._items.get(session_id)
-        if entry is None or entry.expires <= self._clock():
+        if entry is None or entry.expires <= self._clock() + margin:
             return None
         return entry
 
@@ -117,9 +141,16 @@ class MemoryStore:
         packed = record.packed if record.packed is not None else codec.pack(record.data)
         return _Entry(record, packed, epoch(record.expiry_date), version, self._clock())
 
+    def _writable(self, record: Record) -> _Entry:
+        """The entry a conditional write of `record` may replace, else `SessionConflict`."""
+        entry = self._live(record.id, self._margin())
+        if entry is None or entry.version != record.version:
+            raise SessionConflict(None if entry is None else self._record(record.id, entry))
+        return entry
+
     async def create(self, record: Record) -> None:
         for _ in range(self._retries + 1):
-            if record.id not in self._items or self._live(record.id) is None:
+            if self._live(record.id) is None:
                 self._items[record.id] = self._entry(record, 1)
                 record.version = 1
                 return
@@ -127,9 +158,7 @@ class MemoryStore:
         raise StoreError("could not find a free session id")
 
     async def save(self, record: Record) -> None:
-        entry = self._live(record.id)
-        if entry is None or entry.version != record.version:
-            raise SessionConflict(None if entry is None else self._record(record.id, entry))
+        self._writable(record)
         self._items[record.id] = self._entry(record, record.version + 1)
         record.version += 1
 
@@ -140,20 +169,21 @@ class MemoryStore:
     async def delete(self, session_id: str) -> None:
         self._items.pop(session_id, None)
 
-    async def touch(self, session_id: str, expiry_date: datetime, *, seen: bool = False) -> bool:
-        entry = self._live(session_id)
-        if entry is None:
-            return False
-        entry.expires = epoch(expiry_date)
-        if seen:
-            entry.seen = self._clock()
-        return True
+    async def touch(self, record: Record) -> None:
+        entry = self._writable(record)
+        entry.expires = epoch(record.expiry_date)
+        entry.seen = self._clock()
 
-    async def take(self, session_id: str) -> bool:
-        if self._live(session_id) is None:
-            return False
+    async def take(self, session_id: str) -> Record | None:
+        entry = self._live(session_id, self._margin())
+        if entry is None:
+            return None
         del self._items[session_id]
-        return True
+        return self._record(session_id, entry)
+
+    async def remove(self, record: Record) -> None:
+        self._writable(record)
+        del self._items[record.id]
 
     # -- users and devices: the same semantics as DynamoDBStore's per-user index -----------
 
@@ -226,11 +256,11 @@ class MemoryStore:
         if max_sessions is not None and max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
         if replaces is not None:
-            old = self._live(replaces.id)
+            old = self._live(replaces.id, self._margin())
             if old is None or old.version != replaces.version:
                 raise SessionConflict(None if old is None else self._record(replaces.id, old))
         for _ in range(self._retries + 1):
-            if record.id not in self._items or self._live(record.id) is None:
+            if self._live(record.id) is None:
                 break
             record.id = new_id()
         else:

@@ -15,6 +15,10 @@ client at ``proxy.endpoint_url``) and switch its mode at any time:
   the request that crosses the limit: the server gets a truncated request.
 * ``await stall(seconds, times=None, then="forward")`` - read each request, answer nothing for
   ``seconds``, then forward it (or reset the connection, with ``then="reset"``).
+* ``await lose_next_response(times=1, action=None)`` - forward the request, let the server answer,
+  then reset the client's connection instead of passing the answer on: the server applied the
+  request but the client never hears of it.  ``action`` (e.g. ``"PutItem"``) limits it to
+  requests of that DynamoDB action; others are forwarded.
 
 One-shot modes (``times`` reached, ``reset_after`` fired) fall back to ``forward`` by themselves.
 Decisions are made per HTTP request, so keep-alive connections opened earlier are affected too.
@@ -41,7 +45,7 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
-Mode = Literal["forward", "refuse", "reset", "stall"]
+Mode = Literal["forward", "refuse", "reset", "stall", "lose"]
 
 MAX_HEAD = 64 * 1024
 _READ = 64 * 1024
@@ -145,6 +149,7 @@ class _Conn:
         self.up_r: asyncio.StreamReader | None = None
         self.up_w: asyncio.StreamWriter | None = None
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
+        self.lose = False  # drop the server's next answer and reset the client instead
 
     def abort(self) -> None:
         _abort(self.client_w)
@@ -169,6 +174,7 @@ class FaultProxy:
         self._byte_budget: int | None = None  # request bytes to forward before a reset fires
         self._stall_seconds = 0.0
         self._stall_then: Literal["forward", "reset"] = "forward"
+        self._only: str | None = None  # lose: the DynamoDB action affected (None: any)
         self.reset_counters()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -211,6 +217,7 @@ class FaultProxy:
         self.forwarded = 0
         self.resets = 0
         self.stalls = 0
+        self.lost = 0
         self.upstream_failures = 0
         self.log: list[RequestInfo] = []
 
@@ -261,6 +268,11 @@ class FaultProxy:
         self._stall_then = then
         await self._listen()
 
+    async def lose_next_response(self, times: int | None = 1, *, action: str | None = None) -> None:
+        self._set_mode("lose", times)
+        self._only = action
+        await self._listen()
+
     def _set_mode(self, mode: Mode, times: int | None = None) -> None:
         self._mode = mode
         self._times = times
@@ -274,8 +286,13 @@ class FaultProxy:
             if self._times <= 0:
                 self._set_mode("forward")
 
-    def _decide(self, size: int) -> tuple[str, int]:
+    def _decide(self, size: int, info: RequestInfo | None = None) -> tuple[str, int]:
         """What to do with a complete request of ``size`` bytes: (action, bytes to forward)."""
+        if self._mode == "lose":
+            if self._only is not None and (info is None or info.action != self._only):
+                return "forward", size
+            self._used_once()
+            return "lose", size
         if self._mode == "refuse":
             return "reset", 0
         if self._mode == "reset":
@@ -401,7 +418,7 @@ class FaultProxy:
                     del buf[:end]
                     self.requests += 1
                     self.log.append(info)
-                    action, n = self._decide(len(raw))
+                    action, n = self._decide(len(raw), info)
                     if action == "stall":
                         self.stalls += 1
                         await asyncio.sleep(self._stall_seconds)
@@ -414,6 +431,8 @@ class FaultProxy:
                         self.resets += 1
                         conn.abort()
                         return
+                    if action == "lose":
+                        conn.lose = True
                     up.write(raw)
                     await up.drain()
                     self.forwarded += 1
@@ -427,6 +446,10 @@ class FaultProxy:
                 data = await conn.up_r.read(_READ)
                 if not data:
                     break
+                if conn.lose:  # the server has answered: the client never hears it
+                    self.lost += 1
+                    conn.abort()
+                    return
                 conn.client_w.write(data)
                 await conn.client_w.drain()
         except (OSError, RuntimeError):

@@ -120,19 +120,22 @@ class CountingStore:
         self.calls["delete"] += 1
         await self.inner.delete(session_id)
 
-    async def touch(self, session_id: str, expiry_date: datetime) -> bool:
+    async def touch(self, record: Record) -> None:
         self.calls["touch"] += 1
-        result: bool = await self.inner.touch(session_id, expiry_date)
+        await self.inner.touch(record)
+
+    async def take(self, session_id: str) -> Record | None:
+        self.calls["take"] += 1
+        result: Record | None = await self.inner.take(session_id)
         return result
 
-    async def take(self, session_id: str) -> bool:
-        self.calls["take"] += 1
-        result: bool = await self.inner.take(session_id)
-        return result
+    async def remove(self, record: Record) -> None:
+        self.calls["remove"] += 1
+        await self.inner.remove(record)
 
     @property
     def writes(self) -> int:
-        return sum(self.calls[k] for k in ("create", "save", "delete", "touch", "take"))
+        return sum(self.calls[k] for k in ("create", "save", "delete", "touch", "take", "remove"))
 
 
 def client_for(app: Any, **kwargs: Any) -> httpx.AsyncClient:

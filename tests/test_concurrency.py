@@ -269,7 +269,7 @@ async def test_flush_racing_a_slow_request_stays_flushed(
     again = await call(app, "/read", cookie)
     assert again.status_code == 200
     assert again.json() == {}
-    assert set_cookies(again) == []
+    assert set_cookies(again) == [EXPIRED_COOKIE]  # dead: expired once more
 
 
 async def test_replacement_racing_a_flush_is_not_resurrected(

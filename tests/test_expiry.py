@@ -324,7 +324,7 @@ async def test_absolute_timeout_ends_an_active_session(
     response = await call(app, "/read", cookie)
     assert response.status_code == 200
     assert response.json() == {}
-    assert set_cookies(response) == []
+    assert set_cookies(response) == [EXPIRED_COOKIE]  # a dead cookie is expired
     # New data then starts a new session under a new id, with a new creation time.
     response = await call(app, "/set?n=new", cookie)
     fresh = cookie_of(response)
@@ -387,7 +387,7 @@ async def test_a_lowered_absolute_timeout_ends_sessions_already_issued(
     response = await call(strict, "/read", cookie)
     assert response.status_code == 200
     assert response.json() == {}
-    assert set_cookies(response) == []
+    assert set_cookies(response) == [EXPIRED_COOKIE]
     item = await item_of(dynamodb_client, store, cookie)
     assert item is not None and item["expire_at"] == {"N": str(T0 + HOUR)}  # untouched
     assert any("absolute timeout" in r.getMessage() for r in caplog.records)

@@ -239,7 +239,8 @@ async def test_save_failure_answers_503_and_keeps_the_stored_session(
         assert_unavailable(response)
         assert_logged(caplog, "save failed", cookie)
         if fault != "refuse":
-            assert {r.action for r in fault_proxy.log} == {"PutItem"}
+            # the save, and the consistent read that asks whether a lost save was applied
+            assert {r.action for r in fault_proxy.log} == {"PutItem", "GetItem"}
             assert fault_proxy.forwarded == 0  # the server never got a whole save
         await fault_proxy.forward()
         assert await item_of(dynamodb_client, store, cookie) == before  # intact, same version

@@ -255,10 +255,10 @@ async def test_logout_deletes_the_item_and_expires_the_cookie(
         assert reply.set_cookies == [EXPIRED_COOKIE]
         assert browser.cookie is None
         assert not await item_exists(dyn, session_id)
-        # The old cookie now names nothing: no session, and nothing to send back.
+        # The old cookie now names nothing: no session, and the dead cookie is expired again.
         browser.cookie = cookie
         whoami = await browser.get("/whoami")
-        assert whoami.set_cookies == []
+        assert whoami.set_cookies == [EXPIRED_COOKIE]
         assert '"user":null' in compact(whoami.text)
 
 

@@ -227,7 +227,7 @@ async def test_cookie_signed_by_a_retired_key_is_no_session(env: Env) -> None:
     response = await fetch(env.mw(lambda s, _: seen.append(s.id)), f"id={signed(sid, OLD_SECRET)}")
     assert seen == [None]
     assert env.store.calls == {}
-    assert set_cookies(response) == []
+    assert set_cookies(response) == [EXPIRED_COOKIE]  # a cookie that does not verify is dead
 
 
 async def test_first_cookie_that_verifies_is_used(env: Env) -> None:
@@ -310,12 +310,12 @@ async def test_unknown_signed_id_is_no_session_and_never_adopted(env: Env) -> No
     assert plain_data_of(await env.item(new) or {}) == {"fresh": True}
 
 
-async def test_unknown_signed_id_read_only_sends_nothing(env: Env) -> None:
+async def test_unknown_signed_id_read_only_expires_the_dead_cookie(env: Env) -> None:
     response = await fetch(
         env.mw(lambda s, _: s.get("x")), f"id={signed(secrets.token_urlsafe(32))}"
     )
     assert env.store.calls == {"load": 1}
-    assert set_cookies(response) == []
+    assert set_cookies(response) == [EXPIRED_COOKIE]
 
 
 async def test_expired_session_cookie_is_no_session(env: Env) -> None:
@@ -581,7 +581,7 @@ async def test_item_expired_in_the_table_is_never_returned(env: Env, age: int) -
     response = await fetch(env.mw(action), f"id={signed(sid)}")
     assert seen == [(None, {})]
     assert env.store.calls == {"load": 1}
-    assert set_cookies(response) == []
+    assert set_cookies(response) == [EXPIRED_COOKIE]
     assert await env.item(sid) is not None  # still in the table: only the read ignored it
 
     # A live item written the same way is returned (the raw layout is the store's).
@@ -671,8 +671,10 @@ async def test_on_inactivity_session_ends_after_the_idle_window(env: Env) -> Non
     sid = await env.start({"user": "ada"}, expiry=policy)
     env.clock.advance(7200)
     seen: list[Any] = []
-    await fetch(env.mw(lambda s, _: seen.append(s.id), expiry=policy), f"id={signed(sid)}")
+    # (a middleware whose default AtDateTime has passed is refused: this one has the default)
+    response = await fetch(env.mw(lambda s, _: seen.append(s.id)), f"id={signed(sid)}")
     assert seen == [None]
+    assert set_cookies(response) == [EXPIRED_COOKIE]  # a dead cookie is expired, once
 
 
 async def test_at_datetime_sets_cookie_and_item_expiry_to_the_moment(env: Env) -> None:
@@ -706,8 +708,10 @@ async def test_at_datetime_sets_cookie_and_item_expiry_to_the_moment(env: Env) -
     assert set_cookies(response) == []
     env.clock.advance(2 * 86400)
     seen: list[Any] = []
-    await fetch(env.mw(lambda s, _: seen.append(s.id), expiry=policy), f"id={signed(sid)}")
+    # (a middleware whose default AtDateTime has passed is refused: this one has the default)
+    response = await fetch(env.mw(lambda s, _: seen.append(s.id)), f"id={signed(sid)}")
     assert seen == [None]
+    assert set_cookies(response) == [EXPIRED_COOKIE]  # a dead cookie is expired, once
 
 
 async def test_at_datetime_in_another_timezone(env: Env) -> None:

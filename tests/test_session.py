@@ -40,6 +40,7 @@ from asgi_dynamo_session import (
     StoreError,
     get_session,
 )
+from asgi_dynamo_session.session import Snapshot
 
 TWO_WEEKS = 14 * 24 * 3600
 FLAGS = "; Path=/; HttpOnly; Secure; SameSite=Lax"
@@ -98,10 +99,14 @@ WRITES: dict[str, Callable[[Session], Any]] = {
 }
 
 
+def loaded(data: dict[str, Any]) -> Snapshot:
+    return Snapshot("x" * 43, msgspec.msgpack.encode(data), 1, None, at(0), None)
+
+
 @pytest.mark.parametrize("name", list(READS))
 def test_reads_mark_accessed_but_not_modified(name: str) -> None:
     session = Session({"a": 1})
-    session._packed = msgspec.msgpack.encode({"a": 1})  # as loaded by the middleware
+    session._loaded = loaded({"a": 1})  # as loaded by the middleware
     READS[name](session)
     assert session.accessed
     assert not session.modified
@@ -110,7 +115,7 @@ def test_reads_mark_accessed_but_not_modified(name: str) -> None:
 @pytest.mark.parametrize("name", list(WRITES))
 def test_writes_mark_accessed_and_modified(name: str) -> None:
     session = Session({"a": 1})
-    session._packed = msgspec.msgpack.encode({"a": 1})
+    session._loaded = loaded({"a": 1})
     WRITES[name](session)
     assert session.accessed
     assert session.modified
@@ -243,18 +248,21 @@ async def test_parity_store_semantics(any_store: Any, clock: Clock) -> None:
         await any_store.save(stale)
     assert caught.value.current is not None and caught.value.current.data == {"n": 10}
 
-    assert await any_store.touch(first.id, at(clock.now + 120))
+    await any_store.touch(Record(id=first.id, data={}, expiry_date=at(clock.now + 120), version=2))
     clock.advance(100)
     assert await any_store.load(first.id) is not None  # the touch extended it
     assert await any_store.load(clash.id) is None  # expired
-    assert not await any_store.touch(clash.id, at(clock.now + 120))
-    assert not await any_store.take(clash.id)
+    with pytest.raises(SessionConflict) as caught:
+        await any_store.touch(Record(id=clash.id, data={}, expiry_date=at(clock.now + 120)))
+    assert caught.value.current is None
+    assert await any_store.take(clash.id) is None
     reborn = Record(id=clash.id, data={"n": 3}, expiry_date=at(clock.now + 60))
     await any_store.create(reborn)
     assert reborn.id == clash.id  # an expired id is free again
 
-    assert await any_store.take(first.id)
-    assert not await any_store.take(first.id)
+    taken = await any_store.take(first.id)
+    assert taken is not None and (taken.data, taken.version) == ({"n": 10}, 2)
+    assert await any_store.take(first.id) is None
     with pytest.raises(SessionConflict) as caught:
         await any_store.save(again)
     assert caught.value.current is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import zlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -164,7 +165,7 @@ async def test_sort_key_table(make: Maker, raw: Any, table_name: str, clock: Clo
     await store.save(loaded)
     stored = await read_item(raw, props.table_name, key)
     assert stored is not None and plain_data_of(stored) == {"user": "ada", "n": 2}
-    assert await store.touch(rec.id, at(clock.now + 7200))
+    await store.touch(Record(id=rec.id, data={}, expiry_date=at(clock.now + 7200), version=2))
     stored = await read_item(raw, props.table_name, key)
     assert stored is not None and stored["expire_at"] == {"N": str(int(clock.now) + 7200)}
     await store.delete(rec.id)
@@ -385,8 +386,10 @@ async def test_item_put_with_a_past_expiry_is_never_returned(
         },
     )
     assert await store.load(sid) is None
-    assert not await store.touch(sid, at(clock.now + 3600))
-    assert not await store.take(sid)
+    with pytest.raises(SessionConflict) as caught:
+        await store.touch(Record(id=sid, data={}, expiry_date=at(clock.now + 3600), version=3))
+    assert caught.value.current is None
+    assert await store.take(sid) is None
     rec = Record(id=sid, data={"n": 2}, expiry_date=at(clock.now + 60), version=3)
     with pytest.raises(SessionConflict) as caught:
         await store.save(rec)
@@ -425,7 +428,7 @@ async def test_touch(store: DynamoDBStore, raw: Any, clock: Clock) -> None:
     rec = record(clock, {"n": 1}, ttl=60)
     await store.create(rec)
     clock.advance(30)
-    assert await store.touch(rec.id, at(clock.now + 3600))
+    await store.touch(touching(rec.id, at(clock.now + 3600)))
     stored = await item(raw, store, rec.id)
     assert stored is not None
     assert stored["expire_at"] == {"N": str(int(clock.now) + 3600)}
@@ -434,26 +437,46 @@ async def test_touch(store: DynamoDBStore, raw: Any, clock: Clock) -> None:
     assert loaded is not None and loaded.expiry_date == at(clock.now + 3600)
 
     missing = secrets.token_urlsafe(32)
-    assert not await store.touch(missing, at(clock.now + 3600))
+    with pytest.raises(SessionConflict) as caught:
+        await store.touch(touching(missing, at(clock.now + 3600)))
+    assert caught.value.current is None
     assert await item(raw, store, missing) is None  # an update never creates an item
+
+    # Written meanwhile (version 2): the touch is not applied, the current record is told.
+    loaded = await store.load(rec.id)
+    assert loaded is not None
+    loaded.data["n"] = 2
+    await store.save(loaded)
+    before = await item(raw, store, rec.id)
+    with pytest.raises(SessionConflict) as caught:
+        await store.touch(touching(rec.id, at(clock.now + 7200)))
+    assert caught.value.current is not None and caught.value.current.data == {"n": 2}
+    assert await item(raw, store, rec.id) == before
 
     clock.advance(3600)
     before = await item(raw, store, rec.id)
-    assert not await store.touch(rec.id, at(clock.now + 3600))
+    with pytest.raises(SessionConflict):
+        await store.touch(touching(rec.id, at(clock.now + 3600), version=2))
     assert await item(raw, store, rec.id) == before
+
+
+def touching(session_id: str, expiry: datetime, version: int = 1) -> Record:
+    """What the middleware passes to `touch`: the id, the new expiry, the version it loaded."""
+    return Record(id=session_id, data={}, expiry_date=expiry, version=version)
 
 
 async def test_take(store: DynamoDBStore, raw: Any, clock: Clock) -> None:
     rec = record(clock, {"n": 1}, ttl=60)
     await store.create(rec)
-    assert await store.take(rec.id)
+    taken = await store.take(rec.id)
+    assert taken is not None and (taken.id, taken.data, taken.version) == (rec.id, {"n": 1}, 1)
     assert await item(raw, store, rec.id) is None
-    assert not await store.take(rec.id)
+    assert await store.take(rec.id) is None
 
     expired = record(clock, {"n": 2}, ttl=60)
     await store.create(expired)
     clock.advance(60)
-    assert not await store.take(expired.id)
+    assert await store.take(expired.id) is None
     assert await item(raw, store, expired.id) is not None
 
 

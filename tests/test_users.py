@@ -157,7 +157,8 @@ async def test_last_seen_follows_saves_and_refreshes(ustore: Any, clock: Clock) 
     (info,) = await ustore.user_sessions(EMAIL)
     assert info.last_seen == at(clock.now)
     clock.advance(30)
-    assert await ustore.touch(record.id, at(clock.now + 7200), seen=True)
+    loaded.expiry_date = at(clock.now + 7200)
+    await ustore.touch(loaded)
     (info,) = await ustore.user_sessions(EMAIL)
     assert info.last_seen == at(clock.now)
     assert info.expires_at == at(clock.now + 7200)
@@ -241,7 +242,9 @@ async def test_a_save_in_flight_does_not_bring_a_revoked_session_back(
     with pytest.raises(SessionConflict) as conflict:
         await ustore.save(loaded)
     assert conflict.value.current is None
-    assert not await ustore.touch(record.id, at(clock.now + 7200))
+    loaded.expiry_date = at(clock.now + 7200)
+    with pytest.raises(SessionConflict):
+        await ustore.touch(loaded)
     assert await ustore.load(record.id) is None
     assert await ustore.user_sessions(EMAIL) == []
 
