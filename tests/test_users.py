@@ -954,3 +954,33 @@ async def test_requests_in_flight_during_revoke_user_bring_nothing_back(
                 assert seen["data"].get("before") != "anonymous", seen
     after = await login(plain, user)
     assert (await read(plain, after))["user"] == user
+
+
+@pytest.mark.parametrize("attempts", [1, 3], ids=["no-retry", "retry"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_lost_answer_to_a_login_is_the_login(
+    dynamodb_server: Any,
+    fault_proxy: Any,
+    raw: Any,
+    table_name: str,
+    clock: Clock,
+    transport: str,
+    attempts: int,
+) -> None:
+    if dynamodb_server.kind == "dynalite":
+        pytest.skip(TX_SKIP)
+    async with dynamo_store(
+        fault_proxy.endpoint_url,
+        table_name,
+        transport=transport,
+        clock=clock,
+        max_attempts=attempts,
+    ) as store:
+        app = app_for(store, clock)
+        anonymous = cookie_of(await call(app, "/anon"))
+        await fault_proxy.lose_next_response(action="TransactWriteItems")
+        cookie = await login(app, cookie=anonymous)
+        assert fault_proxy.lost == 1
+        assert await read(app, cookie) == {"user": EMAIL, "data": {"before": "anonymous"}}
+        assert len(await store.user_sessions(EMAIL)) == 1
+        assert len(await scan_all(raw, table_name)) == 2  # the session and the index, no orphan
