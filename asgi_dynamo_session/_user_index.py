@@ -331,8 +331,8 @@ class UserIndex:
     async def delete_bound(self, session_id: str, user: str) -> None:
         """Delete a bound session, then its index entry (a lost second write leaves an entry
         that the next read prunes)."""
+        await self.store.delete(session_id)  # a lost answer is checked there
         wire = await self.store._transport()
-        await wire.delete_item(self.store.props.table_name, self.store.key(session_id))
         index = _Index({}, None)
         await self._prune(wire, user, index, [self.stored(session_id)])
 
