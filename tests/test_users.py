@@ -47,6 +47,7 @@ from support import (
 
 from asgi_dynamo_session import (
     DynamoDBStore,
+    DynamoDBStoreKey,
     DynamoDBStoreProps,
     MemoryStore,
     OnInactivity,
@@ -984,3 +985,39 @@ async def test_a_lost_answer_to_a_login_is_the_login(
         assert await read(app, cookie) == {"user": EMAIL, "data": {"before": "anonymous"}}
         assert len(await store.user_sessions(EMAIL)) == 1
         assert len(await scan_all(raw, table_name)) == 2  # the session and the index, no orphan
+
+
+@pytest.mark.parametrize(
+    "props",
+    [
+        {"sort_key": DynamoDBStoreKey(name="sk", prefix="S#", suffix="#END")},
+        {
+            "partition_key": DynamoDBStoreKey(name="pk", prefix=None, suffix="::x"),
+            "hash_ids": False,
+        },
+    ],
+    ids=["sort-key", "raw-ids"],
+)
+async def test_other_table_layouts_keep_the_index_beside_the_sessions(
+    dynamodb_server: Any, raw: Any, table_name: str, clock: Clock, props: dict[str, Any]
+) -> None:
+    if dynamodb_server.kind == "dynalite":
+        pytest.skip(TX_SKIP)
+    store = DynamoDBStore(raw, DynamoDBStoreProps(table_name=table_name, **props), clock=clock)
+    await store.create_table()
+    try:
+        first = await bind(store, clock)
+        clock.advance(1)
+        second = await bind(store, clock, cap=2)
+        infos = await store.user_sessions(EMAIL)
+        assert [i.handle for i in infos] == [
+            store.session_handle(second.id),
+            store.session_handle(first.id),
+        ]
+        assert first.id not in repr(infos) and EMAIL not in repr(await scan_all(raw, table_name))
+        assert await store.revoke(EMAIL, infos[1].handle)
+        assert await live(store, first, second) == [False, True]
+        assert await store.revoke_user(EMAIL) == 1
+        assert await scan_all(raw, table_name) == []
+    finally:
+        await raw.delete_table(TableName=table_name)
