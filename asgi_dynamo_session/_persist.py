@@ -313,28 +313,45 @@ class Persister:
         return changed, before.keys() - after.keys()
 
     async def _cycle(self, session: Session, loaded: Snapshot, now: float) -> Cookie:
-        """Move the session to a new id, built from what the take removed (so a write that
-        landed after this request loaded is kept) with this request's changes on top."""
+        """Move the session to a new id: create it first (so data that cannot be stored leaves
+        the old session untouched), then take the old item; if another request wrote to it after
+        this one loaded, the new item gets that write too, with this request's changes on top."""
         if loaded.user is not None or self._binding(session) is not None:
             return await self._rebind(session, loaded, now)
         changes = self._changes(session, loaded)
-        if self._fine is not None:
-            taken = await self._fine.take(loaded.id)
-        else:
-            taken = await self.store.load(loaded.id)
-            if taken is not None:
-                await self.store.delete(loaded.id)
+        mine = dict(dict.items(session))
+        if not mine:  # everything removed at login: the session simply ends
+            return await self._write(session, loaded, codec.pack(mine), now)
+        own_policy = session._intents is not None and session._intents.expiry_set
+        await self._create(session, mine, loaded, now)
+        new = session._loaded
+        assert new is not None
+        try:
+            if self._fine is not None:
+                taken = await self._fine.take(loaded.id)
+            else:
+                taken = await self.store.load(loaded.id)
+                if taken is not None:
+                    await self.store.delete(loaded.id)
+        except StoreError:
+            await self._discard(new.id)
+            raise
         base = None if taken is None else self._snapshot(taken)
         if taken is None or base is None:
+            await self._discard(new.id)
+            session._loaded = loaded  # what was lost is the old session
             return await self._gone(session, "id cycle")
-        data = dict(dict.items(session)) if changes is None else _apply(changes, taken.data)
-        if not data:
-            _forget(session)
-            await notify(self.on_event, "ended", loaded.id)
-            return Cookie.EXPIRE
-        await self._create(session, data, base, now)
-        logger.info("session %s cycled to %s", log_id(loaded.id), log_id(session.id))
-        await notify(self.on_event, "cycled", _id(session), previous=loaded.id)
+        data = mine if changes is None else _apply(changes, taken.data)
+        packed = codec.pack(data)
+        if own_policy:
+            base = replace(base, policy=new.policy)
+        if packed != new.packed or base.policy != new.policy:
+            record = self._record(session, new.id, base, data, packed, now)
+            record.version = new.version  # nobody else knows the new id: this cannot conflict
+            await self.store.save(record)
+            self._settled(session, record, data)
+        logger.info("session %s cycled to %s", log_id(loaded.id), log_id(new.id))
+        await notify(self.on_event, "cycled", new.id, previous=loaded.id)
         return Cookie.NEW
 
     async def _rebind(self, session: Session, loaded: Snapshot, now: float) -> Cookie:
@@ -375,6 +392,13 @@ class Persister:
             await notify(self.on_event, "cycled", _id(session), previous=loaded.id)
             return Cookie.NEW
         raise StoreError(f"session id cycle gave up after {self.save_attempts} conflicting writes")
+
+    async def _discard(self, session_id: str) -> None:
+        """Remove a new item no cookie will name (its cycle failed); best effort."""
+        try:
+            await self.store.delete(session_id)
+        except StoreError as exc:
+            logger.warning("unused session item %s left to expire: %s", log_id(session_id), exc)
 
     async def _touch(
         self, session: Session, loaded: Snapshot, new_end: datetime, now: float

@@ -121,7 +121,13 @@ class DynamoServer:
     def _command(self) -> list[str]:
         port = str(self.port)
         if self.kind == "moto":
-            return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port]
+            # one request at a time, atomic like DynamoDB (see moto_atomic.py)
+            return [
+                sys.executable,
+                str(Path(__file__).with_name("moto_atomic.py")),
+                "127.0.0.1",
+                port,
+            ]
         if self.kind == "dynalite":
             ms = ["--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"]
             return [*_dynalite_command(), "--host", "127.0.0.1", "--port", port, *ms]
