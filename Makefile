@@ -3,30 +3,42 @@
 #   make test                      pytest against moto, then against dynalite
 #   make test PYTEST_ARGS='-k ttl' extra pytest arguments
 #   DYNAMODB_ENDPOINT_URL=http://127.0.0.1:8000 make test   one run against that endpoint
-#   make lint | make example [APP=counter] [ARGS=--aws] | make bench [QUICK=1] | make clean
+#   make test-browser              the example apps in headless Chromium (installs `chromium`)
+#   make example [APP=counter] [ARGS="--port 3100 --moto-port 8100"]   only the examples' packages
+#   make lint | make bench [QUICK=1] | make clean
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
+EXAMPLES_STAMP := $(VENV)/.installed-examples
 NODE_DIR := .node
 NODE_STAMP := $(NODE_DIR)/.installed
 DYNALITE_VERSION := ^3
 APP ?= counter
 ARGS ?=
 PYTEST_ARGS ?=
+CHROMIUM ?= /usr/bin/chromium
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv node test lint example bench clean
+.PHONY: venv node test test-browser lint example bench clean
 
+# `make venv`: everything (tests, linters, bench, examples); `make example` needs only the
+# examples' packages, so it installs only those unless everything is installed already.
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
+
+$(VENV_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -e '.[test,examples,bench,lint,fast]'
+	touch $@ $(EXAMPLES_STAMP)
+
+$(EXAMPLES_STAMP): pyproject.toml | $(PY)
+	[ $(VENV_STAMP) -nt pyproject.toml ] || $(PY) -m pip install -e '.[examples,fast]'
 	touch $@
 
 node: $(NODE_STAMP)
@@ -48,12 +60,23 @@ test: venv node
 		exit $$rc; \
 	fi
 
+# Headless Chromium (the Debian package) driven over the DevTools protocol, against one moto
+# server; screenshots land in tests/browser/screenshots/.
+test-browser: venv
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		echo "== installing chromium (Debian package) =="; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update && apt-get install -y chromium </dev/null; \
+	fi
+	@echo "== browser tests (chromium, moto) =="
+	CHROMIUM=$(CHROMIUM) DYNAMO_TEST_SERVER=moto $(PY) -m pytest -q tests/browser $(PYTEST_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict asgi_dynamo_session examples
 
-example: venv
+example: $(EXAMPLES_STAMP)
 	$(PY) -m examples.serve $(APP) $(ARGS)
 
 bench: venv node

@@ -1,4 +1,8 @@
-"""The benchmark's surroundings: fake credentials, a dynalite it owns, free ports, machine info."""
+"""The benchmark's surroundings: fake credentials, a dynalite it owns, free ports, machine info.
+
+Every server it starts runs in a session of its own and is stopped by pid when the run ends,
+however it ends: done, an error, Ctrl-C, SIGTERM or SIGHUP (`examples._children`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import contextlib
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +19,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from examples import _children
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -79,48 +84,47 @@ def _dynalite_command() -> list[str]:
 def spawn(
     command: list[str], port: int, *, env: dict[str, str] | None = None, timeout: float = 60.0
 ) -> Iterator[int]:
-    """Run a server in its own process group until the block ends; yields its pid."""
-    proc = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(port, proc, timeout)
-        yield proc.pid
-    finally:
-        stop(proc)
+    """Run a server in a session of its own until the block ends; yields its pid (and group id).
 
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group we started, then SIGKILL it if it lingers."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+    The loopback `port` must be free (else whatever holds it would pass for the server); the
+    server is stopped when the block ends, on an error or a stop signal too."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise RuntimeError(f"port {port} is taken: {exc.strerror or exc}") from None
+    with _children.stop_on_signals():
+        proc = _children.start(command, "make bench", errors=None, env=env, cwd=ROOT)
+        try:
+            wait_for_port(port, proc, timeout)
+            yield proc.pid
+        finally:
+            _children.stop(proc)
 
 
 @contextlib.contextmanager
 def dynamodb() -> Iterator[tuple[str, str, int | None]]:
     """The endpoint to use, what it is (the user's, or a fresh in-memory dynalite) and the
-    process group of the dynalite started here."""
+    process group of the dynalite started here.
+
+    A stop signal inside the block ends the run (every server it started stopped) with a line
+    saying so instead of a traceback."""
     external = os.environ.get("DYNAMODB_ENDPOINT_URL")
     fake_credentials(external=bool(external))
-    if external:
-        yield external, "external", None
-        return
-    port = free_port()
-    command = [*_dynalite_command(), "--host", "127.0.0.1", "--port", str(port)]
-    with spawn([*command, "--createTableMs", "0", "--deleteTableMs", "0"], port) as pid:
-        yield f"http://127.0.0.1:{port}", "dynalite", pid
+    try:
+        with _children.stop_on_signals():
+            if external:
+                yield external, "external", None
+                return
+            port = free_port()
+            command = [*_dynalite_command(), "--host", "127.0.0.1", "--port", str(port)]
+            with spawn([*command, "--createTableMs", "0", "--deleteTableMs", "0"], port) as pid:
+                yield f"http://127.0.0.1:{port}", "dynalite", pid
+    except _children.Stopped as stop:
+        raise SystemExit(
+            f"benchmark stopped by {stop.name}; the servers it started are stopped"
+        ) from None
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -4,16 +4,18 @@ Server selection (first match wins):
 
 * ``DYNAMODB_ENDPOINT_URL`` set -> use that endpoint as is (kind ``"external"``); its TTL support
   is assumed unless ``DYNAMODB_SUPPORTS_TTL=0``.
-* ``DYNAMO_TEST_SERVER=moto`` (the default) -> ``python -m moto.server`` on a free loopback port.
+* ``DYNAMO_TEST_SERVER=moto`` (the default) -> moto's server (``moto_atomic.py``: one request at a time)
+  on a free loopback port.
 * ``DYNAMO_TEST_SERVER=dynalite`` -> dynalite from ``$DYNALITE_BIN``, else
   ``.node/node_modules/.bin/dynalite`` (``make node``), else ``npx --yes dynalite@^3``.
 
-Fake AWS credentials are forced at import time so that no test can reach real AWS.
+Fake AWS credentials are forced at import time so that no test can reach real AWS. A server
+started here runs in a session of its own and is stopped by pid at the end of the session, also
+when pytest is stopped by Ctrl-C, SIGTERM or SIGHUP (both raise KeyboardInterrupt here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -36,10 +38,14 @@ from aiobotocore.session import AioSession, get_session
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
+# `examples._children` (how servers are started and stopped) however pytest is started.
+if str(Path(_TESTS_DIR).parent) not in sys.path:
+    sys.path.append(str(Path(_TESTS_DIR).parent))
 from netfault import FaultProxy  # noqa: E402
 from support import LOGGER, TRANSPORTS, Clock, CountingStore, dynamo_store  # noqa: E402
 
 from asgi_dynamo_session import DynamoDBStore, DynamoDBStoreProps  # noqa: E402
+from examples import _children  # noqa: E402
 
 # Never let a test pick up real credentials or profiles: botocore reads these when a session
 # resolves credentials, which is always after conftest has been imported.
@@ -151,29 +157,25 @@ class DynamoServer:
         if self._log is not None:
             self._log.close()
         self._log = tempfile.TemporaryFile(prefix=f"{self.kind}-")  # noqa: SIM115 (closed in close())
-        self._proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: teardown kills npx's children too
-            cwd=ROOT,
-        )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not _answers_http(self.port):
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.kind} exited with code {self._proc.returncode} before answering on "
-                    f"port {self.port}\ncommand: {cmd}\noutput:\n{self._output()}"
-                )
-            if time.monotonic() > deadline:
-                out = self._output()
-                self._kill()
-                raise RuntimeError(
-                    f"{self.kind} did not answer HTTP on port {self.port} within "
-                    f"{STARTUP_TIMEOUT:.0f}s\ncommand: {cmd}\noutput:\n{out}"
-                )
-            time.sleep(0.1)
+        # Its own session and process group: stopping it stops npx's children too.
+        proc = self._proc = _children.start(cmd, "make test", output=self._log, cwd=ROOT)
+        try:
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while not _answers_http(self.port):
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.kind} exited with code {proc.returncode} before answering on "
+                        f"port {self.port}\ncommand: {cmd}\noutput:\n{self._output()}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{self.kind} did not answer HTTP on port {self.port} within "
+                        f"{STARTUP_TIMEOUT:.0f}s\ncommand: {cmd}\noutput:\n{self._output()}"
+                    )
+                time.sleep(0.1)
+        except BaseException:  # a stop signal too: nothing started here is left running
+            self._kill()
+            raise
 
     def stop(self) -> None:
         """Kill the server (its whole process group); the port then refuses connections."""
@@ -183,23 +185,8 @@ class DynamoServer:
 
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        proc.wait()
-        # The group may hold stragglers (npx -> node) after the leader exited.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc is not None:
+            _children.stop(proc)
 
     def close(self) -> None:
         self._kill()
@@ -231,14 +218,22 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"dynamodb server: {os.environ.get('DYNAMO_TEST_SERVER', 'moto')}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the test run as Ctrl-C does, so that every fixture's clean-up
+    (stopping the servers it started) runs; without this they would kill pytest outright."""
+    with _children.stop_on_signals((signal.SIGTERM, signal.SIGHUP)):
+        yield
+
+
 @pytest.fixture(scope="session")
 def dynamodb_server() -> Iterator[DynamoServer]:
     """The session's DynamoDB-compatible server: ``.endpoint_url``, ``.kind``, ``.supports_ttl``,
     ``.stop()``, ``.start()``.  A test that stops it must restart it (use try/finally)."""
     server = _make_server()
-    if server.kind != "external":
-        server.start()
     try:
+        if server.kind != "external":
+            server.start()
         yield server
     finally:
         server.close()

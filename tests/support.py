@@ -327,20 +327,34 @@ class _InProcessServer(uvicorn.Server):
 @asynccontextmanager
 async def running(app: Any, **config: Any) -> AsyncIterator[str]:
     """`app` served by uvicorn in this event loop on a free loopback port (lifespan on, more
-    `uvicorn.Config` options in `config`); yields the base URL ``http://127.0.0.1:<port>``."""
+    `uvicorn.Config` options in `config`); yields the base URL ``http://127.0.0.1:<port>``.
+
+    The server and its socket are gone when the block ends, however it ends: a failed startup
+    raises an error here (uvicorn's own ``sys.exit`` would stop the test run's event loop)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = _InProcessServer(uvicorn.Config(app, lifespan="on", log_level="warning", **config))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert not task.done(), "uvicorn stopped during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = _InProcessServer(uvicorn.Config(app, lifespan="on", log_level="warning", **config))
+
+        async def serve() -> None:
+            try:
+                await server.serve(sockets=[sock])
+            except SystemExit as exc:
+                raise RuntimeError(f"uvicorn exited with {exc.code}: startup failed") from None
+
+        task = asyncio.create_task(serve())
+        try:
+            deadline = time.monotonic() + 60
+            while not server.started:
+                if task.done():
+                    task.result()  # its error, if it has one
+                    raise AssertionError("uvicorn stopped during startup")
+                assert time.monotonic() < deadline, "uvicorn did not start within 60s"
+                await asyncio.sleep(0.01)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 20)  # after 20 s it cancels the server's task
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 20)
         sock.close()

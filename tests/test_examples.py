@@ -146,6 +146,14 @@ def test_serve_starts_and_stops_its_own_moto(dynamodb_server: Any) -> None:
     assert not _answers(moto_port), "moto was left running"
 
 
+def test_serve_secure_marks_the_cookie_secure(dynamodb_server: Any) -> None:
+    port = free_port()
+    env = _env(DYNAMODB_ENDPOINT_URL=dynamodb_server.endpoint_url, SESSION_TABLE="ex_secure")
+    with serving(["counter", "--secure"], env, port):
+        cookie = httpx.get(f"http://127.0.0.1:{port}/").headers["set-cookie"]
+    assert re.fullmatch(r"id=[\w-]{43}\.[\w-]{43}; Path=/; HttpOnly; Secure; SameSite=Lax", cookie)
+
+
 def test_serve_refuses_a_busy_moto_port() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))
