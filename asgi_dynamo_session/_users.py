@@ -114,10 +114,6 @@ class UserStore(Protocol):
         """End the user's session with this handle; False when there was none live."""
         ...
 
-    async def touch(self, session_id: str, expiry_date: Any, *, seen: bool = False) -> bool:
-        """Renew a live session's expiry, and its `last_seen` with `seen`."""
-        ...
-
     def session_handle(self, session_id: str) -> str:
         """The handle `user_sessions` gives the session with this id."""
         ...
@@ -140,7 +136,7 @@ def no_user_store(store: object) -> SessionError:
     return SessionError(
         f"{type(store).__name__} keeps no per-user index: set_user(), user_sessions() and "
         "revoke_others() need a store with user_sessions, revoke_user, revoke, bind, "
-        "delete_bound, session_handle and touch(seen=) "
+        "delete_bound and session_handle "
         "(DynamoDBStore and MemoryStore have them)"
     )
 
