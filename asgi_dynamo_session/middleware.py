@@ -11,6 +11,7 @@ from typing import Any
 from ._ids import log_id
 from ._persist import Cookie, Persister
 from ._user_seal import UserSeal
+from ._users import UserStore
 from .cookies import CookieFormat, SameSite, Signer, _key_bytes, cookie_values
 from .errors import SessionTooLarge, StoreError
 from .events import OnEvent
@@ -94,6 +95,11 @@ class SessionMiddleware:
             max_sessions_per_user=max_sessions_per_user,
             on_event=on_event,
         )
+        if max_sessions_per_user is not None and not isinstance(store, UserStore):
+            raise ValueError(
+                f"max_sessions_per_user needs a store with a per-user index; "
+                f"{type(store).__name__} has none (DynamoDBStore and MemoryStore do)"
+            )
         self.retry_after = str(retry_after).encode()
         self.clock = clock
 

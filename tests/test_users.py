@@ -802,6 +802,14 @@ async def test_a_store_without_user_methods_keeps_working(clock: Clock) -> None:
 
     with pytest.raises(SessionError, match="per-user index"):
         await fetch(middleware(app_doing(list_it), plain, clock=clock), f"id={cookie}")
+    with pytest.raises(ValueError, match="per-user index"):
+        middleware(app_doing(list_it), plain, max_sessions_per_user=2)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_max_sessions_per_user_must_be_a_positive_int(bad: Any) -> None:
+    with pytest.raises(ValueError, match="max_sessions_per_user"):
+        middleware(app_doing(lambda s: None), MemoryStore(), max_sessions_per_user=bad)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
