@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import codec
+from . import _telemetry, codec
 from ._ids import log_id, new_id
 from ._user_seal import UserSeal
 from ._users import Binding, Replaced, UserStore, no_user_store, user_key
@@ -270,6 +270,7 @@ class Persister:
             await self.user_store().bind(record, max_sessions=self.max_sessions)
         else:
             await self.store.create(record)
+        _telemetry.count("create")
         self._settled(session, record, data)
 
     async def _end(self, session: Session) -> Cookie:
@@ -387,6 +388,7 @@ class Persister:
                 )
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
                 continue
+            _telemetry.count("create")
             self._settled(session, record, data)
             logger.info("session %s cycled to %s", log_id(loaded.id), log_id(session.id))
             await notify(self.on_event, "cycled", _id(session), previous=loaded.id)
@@ -421,6 +423,7 @@ class Persister:
                 return await self._gone(session, "expiry refresh")
             return self._unchanged(session)  # written meanwhile: that write set the expiry
         session._loaded = replace(loaded, expires=new_end)
+        _telemetry.count("touch")
         return Cookie.REFRESH
 
     async def _write(self, session: Session, loaded: Snapshot, packed: bytes, now: float) -> Cookie:
@@ -450,12 +453,14 @@ class Persister:
                 logger.info(
                     "session %s changed meanwhile; merged (try %d)", log_id(loaded.id), attempt + 1
                 )
+                _telemetry.count("merge")
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
                 continue
             if not data and loaded.user is None:
                 _forget(session)
                 await notify(self.on_event, "ended", loaded.id)
                 return Cookie.EXPIRE
+            _telemetry.count("save")
             self._settled(session, record, data)
             return Cookie.REFRESH
         raise StoreError(f"session save gave up after {self.save_attempts} conflicting writes")

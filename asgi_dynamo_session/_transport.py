@@ -13,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import _telemetry
 from .errors import StoreError
 
 Item = dict[str, Any]
@@ -71,6 +72,11 @@ def _expressions(
 class RequestTransport:
     """What the store needs from DynamoDB's data plane: six calls, each request built here once;
     a subclass only sends them (`_request`)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:  # each subclass's _request gets a span
+        super().__init_subclass__(**kwargs)
+        if "_request" in cls.__dict__:
+            cls._request = _telemetry.traced(cls.__dict__["_request"])  # type: ignore[method-assign]
 
     async def _request(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         """Send one DynamoDB action; Binary values in the result come back as bytes."""

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from datetime import timedelta
 from typing import Any
 
+from . import _telemetry
 from ._ids import log_id
 from ._persist import Cookie, Persister
 from ._user_seal import UserSeal
@@ -202,6 +203,7 @@ class SessionMiddleware:
         if found is not None:
             session_id, key_index = found
             record = await self.store.load(session_id)
+            _telemetry.count("load")
             if record is not None:
                 session = self.persister.session(record, key_index)
         if session is None:
@@ -288,6 +290,7 @@ class SessionMiddleware:
             )
 
     async def _answer(self, send: Send, status: int, body: bytes, retry: bool) -> None:
+        _telemetry.count("unavailable" if status == 503 else "refused")
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(body)).encode()),
@@ -306,6 +309,7 @@ class SessionMiddleware:
             session = await self._load(scope, values)
         except StoreError as exc:
             logger.error("session load failed, refusing the websocket: %s", exc)
+            _telemetry.count("unavailable")
             await send({"type": "websocket.close", "code": 1013, "reason": "Try again later"})
             return
         accepted = False

@@ -210,6 +210,13 @@ def _wait_until_up(proc: subprocess.Popen[bytes], log: IO[bytes], host: str, por
 # -- the app --------------------------------------------------------------------------------------
 
 
+def check_table(table: str, endpoint_url: str | None, ttl: bool) -> None:
+    """Print what `asgi-dynamo-session check` says of the table (a mismatch is shown, not fatal)."""
+    where = ["--endpoint-url", endpoint_url] if endpoint_url else []
+    command = ["check", "--table", table, *where, *([] if ttl else ["--no-ttl"])]
+    subprocess.run([sys.executable, "-m", "asgi_dynamo_session", *command], check=False)
+
+
 class _Server(uvicorn.Server):
     """uvicorn that shuts down gracefully on SIGINT, SIGTERM and SIGHUP (a second one forces it)
     and then raises `_children.Stopped`, so that the caller stops the rest."""
@@ -244,6 +251,7 @@ async def run(
         ttl = await store.create_table()
         where = endpoint_url or "AWS"
         print(f"table {table} ready on {where} (TTL {'on' if ttl else 'off'})", flush=True)
+        check_table(table, endpoint_url, ttl)
         module: Any = importlib.import_module(APPS[app_name])
         # secure=False by default: the demo is plain http on 127.0.0.1, where a client that is
         # not a browser (curl, httpx) drops a Secure cookie. --secure restores the default.

@@ -4,7 +4,7 @@ Server selection (first match wins):
 
 * ``DYNAMODB_ENDPOINT_URL`` set -> use that endpoint as is (kind ``"external"``); its TTL support
   is assumed unless ``DYNAMODB_SUPPORTS_TTL=0``.
-* ``DYNAMO_TEST_SERVER=moto`` (the default) -> moto's server (``moto_atomic.py``: one request at a time)
+* ``DYNAMO_TEST_SERVER=moto`` (the default) -> moto (``moto_atomic.py``: a request at a time)
   on a free loopback port.
 * ``DYNAMO_TEST_SERVER=dynalite`` -> dynalite from ``$DYNALITE_BIN``, else
   ``.node/node_modules/.bin/dynalite`` (``make node``), else ``npx --yes dynalite@^3``.

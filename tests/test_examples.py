@@ -110,6 +110,7 @@ def test_serve_against_the_test_server(app: str, dynamodb_server: Any) -> None:
     output = proc.stdout.read() if proc.stdout else ""
     assert proc.returncode == 0, output
     assert f"table {table} ready on {dynamodb_server.endpoint_url}" in output, output
+    assert f"table {table} matches the props" in output, output  # the CLI's check at startup
     assert "Application shutdown complete" in output, output
     assert "Unclosed" not in output, output
     assert "Traceback" not in output, output
