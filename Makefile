@@ -6,6 +6,7 @@
 #   make test-browser              the example apps in headless Chromium (installs `chromium`)
 #   make example [APP=counter] [ARGS="--port 3100 --moto-port 8100"]   only the examples' packages
 #   make lint | make bench [QUICK=1] | make clean
+#   make soak [SOAK_REQUESTS=2000] [SOAK_SEED=2]   fault soak + long model/fuzz runs, moto then dynalite
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -20,10 +21,12 @@ APP ?= counter
 ARGS ?=
 PYTEST_ARGS ?=
 CHROMIUM ?= /usr/bin/chromium
+SOAK_REQUESTS ?= 2000
+SOAK_SEED ?= 2
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv node test test-browser lint example bench clean
+.PHONY: venv node test test-browser lint example bench clean soak
 
 # `make venv`: everything (tests, linters, bench, examples); `make example` needs only the
 # examples' packages, so it installs only those unless everything is installed already.
@@ -59,6 +62,16 @@ test: venv node
 		DYNAMO_TEST_SERVER=dynalite $(PY) -m pytest -q $(PYTEST_ARGS) || rc=1; \
 		exit $$rc; \
 	fi
+
+# The fault soak (tests/soak.py) at SOAK_REQUESTS per server and transport, printing each report,
+# and the model-based and fuzz tests with the large hypothesis profile.
+soak: venv node
+	@rc=0; for server in moto dynalite; do \
+		echo "== soak against $$server =="; \
+		DYNAMO_TEST_SERVER=$$server SOAK_REQUESTS=$(SOAK_REQUESTS) SOAK_SEED=$(SOAK_SEED) \
+		HYPOTHESIS_PROFILE=soak $(PY) -m pytest -q -s -p no:cacheprovider \
+			tests/test_soak.py tests/test_model.py tests/test_fuzz.py $(PYTEST_ARGS) || rc=1; \
+	done; exit $$rc
 
 # Headless Chromium (the Debian package) driven over the DevTools protocol, against one moto
 # server; screenshots land in tests/browser/screenshots/.

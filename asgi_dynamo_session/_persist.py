@@ -11,10 +11,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import _telemetry, codec
+from . import _telemetry
 from ._ids import log_id, new_id
 from ._user_seal import UserSeal
 from ._users import Binding, Replaced, UserStore, no_user_store, user_key
+from .codec import DEFAULT, Codec
 from .errors import SessionConflict, StoreError
 from .events import OnEvent, notify
 from .expiry import Expiry, OnSessionEnd, dump_policy, expiry_date, load_policy, window
@@ -56,8 +57,10 @@ class Persister:
         on_event: OnEvent | None = None,
         seal: UserSeal | None = None,
         max_sessions_per_user: int | None = None,
+        codec: Codec = DEFAULT,
     ) -> None:
         self.store = store
+        self.codec = codec
         self.on_event = on_event
         self.expiry = expiry
         self.touch_after = touch_after
@@ -95,7 +98,9 @@ class Persister:
             logger.warning("session %s ignored: %s", log_id(record.id), exc)
             return None
         if packed is None:
-            packed = record.packed if record.packed is not None else codec.pack(record.data)
+            packed = record._snapshot or (
+                record.packed if record.packed is not None else self.codec.pack(record.data)
+            )
         return Snapshot(
             id=record.id,
             packed=packed,
@@ -195,9 +200,11 @@ class Persister:
             return Cookie.EXPIRE, now
         if intents is not None and intents.cycle:
             return await self._cycle(session, loaded, now), now
-        packed = codec.pack(session)
+        packed, plain = self.codec.pack_flagged(session)
         if packed != loaded.packed or (intents is not None and intents.any()):
+            session._plain = None
             return await self._write(session, loaded, packed, now), now
+        session._plain = packed if plain else None  # unchanged: what the late check compares
         new_end = self._ends(loaded.policy, loaded.created_at, now)
         if self._touch_due(loaded, new_end):
             return await self._touch(session, loaded, new_end, now), now
@@ -239,10 +246,11 @@ class Persister:
 
     def _settled(self, session: Session, record: Record, data: dict[str, Any]) -> None:
         """The write of `record` succeeded: it is what the session now stands for."""
-        if dict.__len__(session) != len(data) or dict(dict.items(session)) != data:
-            dict.clear(session)
-            dict.update(session, data)
-        packed = record.packed if record.packed is not None else codec.pack(data)
+        # Always take `data` as it was written: a merge may give equal data in another key
+        # order, whose encoding would differ from `packed` and look like a change to save again.
+        dict.clear(session)
+        dict.update(session, data)
+        packed = record.packed if record.packed is not None else self.codec.pack(data)
         policy = None if record.policy is None else load_policy(record.policy)
         session._settle(
             Snapshot(
@@ -263,7 +271,7 @@ class Persister:
         self, session: Session, data: dict[str, Any], base: Snapshot | None, now: float
     ) -> None:
         """Store `data` under a fresh id (keeping the creation time and policy of `base`)."""
-        record = self._record(session, new_id(), base, data, codec.pack(data), now)
+        record = self._record(session, new_id(), base, data, self.codec.pack(data), now)
         record.version = 0
         record.user = self._binding(session) if base is None else None
         if record.user is not None:
@@ -304,12 +312,13 @@ class Persister:
         """This request's per-key changes against what it loaded; None for a whole replacement."""
         if session._intents is not None and session._intents.cleared:
             return None
-        before = codec.unpack(loaded.packed)
+        before = self.codec.unpack(loaded.packed)
         after = dict(dict.items(session))
         changed = {
             key: value
             for key, value in after.items()
-            if key not in before or codec.pack({key: value}) != codec.pack({key: before[key]})
+            if key not in before
+            or self.codec.pack({key: value}) != self.codec.pack({key: before[key]})
         }
         return changed, before.keys() - after.keys()
 
@@ -322,7 +331,7 @@ class Persister:
         changes = self._changes(session, loaded)
         mine = dict(dict.items(session))
         if not mine:  # everything removed at login: the session simply ends
-            return await self._write(session, loaded, codec.pack(mine), now)
+            return await self._write(session, loaded, self.codec.pack(mine), now)
         own_policy = session._intents is not None and session._intents.expiry_set
         await self._create(session, mine, loaded, now)
         new = session._loaded
@@ -343,7 +352,7 @@ class Persister:
             session._loaded = loaded  # what was lost is the old session
             return await self._gone(session, "id cycle")
         data = mine if changes is None else _apply(changes, taken.data)
-        packed = codec.pack(data)
+        packed = self.codec.pack(data)
         if own_policy:
             base = replace(base, policy=new.policy)
         if packed != new.packed or base.policy != new.policy:
@@ -367,7 +376,7 @@ class Persister:
         for attempt in range(self.save_attempts):
             if not data and binding is None:  # unbound and empty: nothing left to keep
                 return await self._end(session)
-            record = self._record(session, new_id(), base, data, codec.pack(data), now)
+            record = self._record(session, new_id(), base, data, self.codec.pack(data), now)
             record.version = 0
             record.user = binding
             old_user = None if base.user is None else base.user.user_key
@@ -449,7 +458,7 @@ class Persister:
                 base = rebased
                 if changes is not None:
                     data = _apply(changes, current.data)
-                    packed = codec.pack(data)
+                    packed = self.codec.pack(data)
                 logger.info(
                     "session %s changed meanwhile; merged (try %d)", log_id(loaded.id), attempt + 1
                 )

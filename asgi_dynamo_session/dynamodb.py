@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import codec
 from ._ids import hash_id, log_id, new_id, new_token
+from ._seal import EncryptionKeys
 from ._transport import AioBotocoreTransport, ConditionFailed, Item, RequestTransport
 from ._user_index import SEEN_ATTR, UserIndex, binding_attrs, binding_of
 from ._users import Replaced, SessionInfo, handle_of, user_key
@@ -38,10 +39,10 @@ _TOMBSTONE_AGE = 86_400
 _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
-def _whole(text: Any, upper: int) -> int:
-    """A stored Number that must be a whole number from 0 to `upper`; ValueError otherwise."""
-    if not isinstance(text, str) or not _DIGITS.fullmatch(text) or int(text) > upper:
-        raise ValueError(f"not a whole number within 0..{upper}: {str(text)[:40]!r}")
+def _whole(text: Any, upper: int, low: int = 0) -> int:
+    """A stored Number that must be a whole number from `low` to `upper`; ValueError otherwise."""
+    if not isinstance(text, str) or not _DIGITS.fullmatch(text) or not low <= int(text) <= upper:
+        raise ValueError(f"not a whole number within {low}..{upper}: {str(text)[:40]!r}")
     return int(text)
 
 
@@ -116,6 +117,14 @@ def _number_size(text: str) -> int:
     return 1 + pairs + negative
 
 
+def _context(key: Item, props: DynamoDBStoreProps) -> bytes:
+    """The item's key as a sealed payload's associated data: the payload opens on this item only."""
+    parts = [props.partition_key.name, key[props.partition_key.name]["S"]]
+    if props.sort_key is not None:
+        parts += [props.sort_key.name, key[props.sort_key.name]["S"]]
+    return codec.DEFAULT.pack({"key": parts})
+
+
 TransportChoice = Literal["auto", "aiobotocore", "fast"]
 
 
@@ -140,6 +149,9 @@ class DynamoDBStore:
         pool_size: int = 64,
         max_item_size: int = DYNAMODB_ITEM_LIMIT,
         compress_above: int | None = 8 * 1024,
+        max_data_size: int = codec.MAX_DATA_SIZE,
+        encryption_keys: EncryptionKeys | None = None,
+        accept_plaintext: bool = False,
         clock: Clock = time.time,
         clock_skew: timedelta | None = None,
     ) -> None:
@@ -157,6 +169,13 @@ class DynamoDBStore:
         self._pool_size = pool_size
         self.max_item_size = max_item_size
         self.compress_above = compress_above
+        self._framing = codec.Framing(
+            compress_above=compress_above,
+            max_data_size=max_data_size,
+            encryption_keys=encryption_keys,
+            accept_plaintext=accept_plaintext,
+        )
+        self._codec = codec.DEFAULT
         self._clock = clock
         #: Writes need the stored expiry later than now plus this (None: the middleware's).
         self.clock_skew = clock_skew
@@ -258,12 +277,16 @@ class DynamoDBStore:
             key[p.sort_key.name] = {"S": p.sort_key.value(k)}
         return key
 
+    def _use_codec(self, chosen: codec.Codec) -> None:
+        """Decode with the codec (registered types) of the middleware that uses this store."""
+        self._codec = codec.bind(self._codec, chosen)
+
     def _item(self, record: Record, version: int, token: str) -> Item:
         p = self.props
-        packed = record.packed if record.packed is not None else codec.pack(record.data)
+        packed = record.packed if record.packed is not None else self._codec.pack(record.data)
         item = self.key(record.id)
         item[p.expiry_name] = {"N": str(epoch(record.expiry_date))}
-        item[p.data_name] = {"B": codec.encode(packed, self.compress_above)}
+        item[p.data_name] = {"B": self._framing.dump(packed, lambda: _context(item, p))}
         item[p.version_name] = {"N": str(version)}
         item[p.token_name] = {"S": token}
         if record.created_at is not None:
@@ -287,9 +310,13 @@ class DynamoDBStore:
             expires = _whole(item[p.expiry_name]["N"], _MAX_EPOCH)
             if live and expires <= self._clock() + margin:
                 return None
-            data = codec.unpack(codec.decode(item[p.data_name]["B"]))
-            version = (
-                _whole(item[p.version_name]["N"], _MAX_VERSION) if p.version_name in item else 0
+            payload = item[p.data_name]["B"]
+            packed = self._framing.load(payload, lambda: _context(self.key(session_id), p))
+            data, whole = self._codec.load(packed)
+            version = (  # a stored counter starts at 1: 0 would never match a conditional save
+                _whole(item[p.version_name]["N"], _MAX_VERSION, low=1)
+                if p.version_name in item
+                else 0
             )
             created = item.get(p.created_name)
             created_at = None if created is None else _moment(_whole(created["N"], _MAX_EPOCH))
@@ -301,7 +328,7 @@ class DynamoDBStore:
         except (KeyError, ValueError, TypeError, OverflowError, OSError) as exc:
             logger.warning("unreadable session item %s ignored: %s", log_id(session_id), exc)
             return None
-        return Record(
+        record = Record(
             id=session_id,
             data=data,
             expiry_date=expiry_date,
@@ -311,6 +338,9 @@ class DynamoDBStore:
             user=user,
             # no `packed`: a caller may change `data` before save(), which must write the change
         )
+        if whole:
+            record._snapshot = bytes(packed)
+        return record
 
     def _token(self, item: Item | None) -> str | None:
         """The write token an item carries: which save wrote it."""

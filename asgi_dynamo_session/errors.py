@@ -17,11 +17,12 @@ class StoreError(SessionError):
 
 
 class SessionTooLarge(SessionError):
-    """The encoded session would exceed the store's item size limit; nothing was written."""
+    """The encoded session would exceed a store's size limit (the item's, or the uncompressed
+    data's); nothing was written."""
 
-    def __init__(self, size: int, limit: int) -> None:
+    def __init__(self, size: int, limit: int, what: str = "session item") -> None:
         super().__init__(
-            f"session item is {size} bytes, over the {limit}-byte limit; nothing was written"
+            f"{what} is {size} bytes, over the {limit}-byte limit; nothing was written"
         )
         self.size = size
         self.limit = limit

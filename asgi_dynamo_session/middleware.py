@@ -13,6 +13,7 @@ from ._ids import log_id
 from ._persist import Cookie, Persister
 from ._user_seal import UserSeal
 from ._users import UserStore
+from .codec import Codec, Types
 from .cookies import CookieFormat, SameSite, Signer, _key_bytes, cookie_values
 from .errors import SessionTooLarge, StoreError
 from .events import OnEvent
@@ -53,6 +54,7 @@ class SessionMiddleware:
         max_sessions_per_user: int | None = None,
         clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
         on_event: OnEvent | None = None,
+        types: Types = (),
         clock: Clock = time.time,
     ) -> None:
         if isinstance(expiry, AtDateTime) and expiry.at.timestamp() <= clock():
@@ -85,8 +87,13 @@ class SessionMiddleware:
             same_site=same_site,
             partitioned=partitioned,
         )
+        self.codec = Codec(types)
+        bind = getattr(store, "_use_codec", None)
+        if bind is not None:  # our stores decode payloads: they need the registered types
+            bind(self.codec)
         self.persister = Persister(
             store,
+            codec=self.codec,
             expiry=expiry or OnSessionEnd(),
             touch_after=touch_after,
             absolute_timeout=absolute_timeout,
@@ -271,6 +278,16 @@ class SessionMiddleware:
         session = self._current(scope, session)
         intents = session._intents
         pending = None if intents is None else intents.pending
+        plain = session._plain
+        # Read-only so far: plain data that encodes the same is unchanged (a value that changed
+        # only its type, to one MessagePack writes alike, is the one thing this cannot see).
+        if (
+            pending is None
+            and (intents is None or not intents.any())
+            and plain is not None
+            and self.codec.native(session) == plain
+        ):
+            return
         if not session.modified and pending is None:
             return
         had_id = session.id

@@ -28,3 +28,6 @@ class Record:
     policy: str | None = None
     packed: bytes | None = field(default=None, repr=False, compare=False)
     user: Binding | None = None
+    # Set by our stores on a loaded record: `data` encoded, as stored (saves the middleware a
+    # pack per request). Not a constructor argument: a changed `data` never meets stale bytes.
+    _snapshot: bytes | None = field(default=None, init=False, repr=False, compare=False)

@@ -68,6 +68,7 @@ class Session(dict[str, Any]):
     _owner: Any = None  # the middleware's Persister: saves and computes expiry dates
     _loaded: Snapshot | None = None  # None until the session is stored
     _intents: Intents | None = None  # created on the first intent
+    _plain: bytes | None = None  # unchanged plain data at the last commit (codec.native form)
     _cookie = NO_COOKIE
 
     # -- what the middleware reads ---------------------------------------------------------
@@ -93,7 +94,8 @@ class Session(dict[str, Any]):
             return True
         if self._loaded is None:
             return dict.__len__(self) > 0
-        return codec.pack(self) != self._loaded.packed
+        owner = self._owner
+        return (codec.DEFAULT if owner is None else owner.codec).pack(self) != self._loaded.packed
 
     # -- what the app calls ----------------------------------------------------------------
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
 
 from . import codec
-from ._ids import hash_id, new_id
+from ._ids import hash_id, log_id, new_id
+from ._seal import EncryptionKeys
 from ._users import Binding, Replaced, SessionInfo, handle_of, newest_first, unpack_meta, user_key
 from .errors import SessionConflict, StoreError
 from .record import Record
 
 Clock = Callable[[], float]
+
+logger = logging.getLogger("asgi_dynamo_session")
 
 
 @runtime_checkable
@@ -72,12 +76,12 @@ def epoch(moment: datetime) -> int:
 
 
 class _Entry:
-    __slots__ = ("created_at", "expires", "packed", "policy", "seen", "user", "version")
+    __slots__ = ("created_at", "expires", "payload", "policy", "seen", "user", "version")
 
     def __init__(
-        self, record: Record, packed: bytes, expires: int, version: int, seen: float
+        self, record: Record, payload: bytes, expires: int, version: int, seen: float
     ) -> None:
-        self.packed = packed
+        self.payload = payload  # as DynamoDBStore would store it: format byte, maybe sealed
         self.expires = expires
         self.version = version
         self.created_at = record.created_at
@@ -101,6 +105,7 @@ class MemoryStore:
     """Sessions in a dict of this process, with the same semantics as `DynamoDBStore`.
 
     Meant for tests and prototypes: data is lost on restart and not shared between workers.
+    `encryption_keys`, `accept_plaintext` and `max_data_size` work as on `DynamoDBStore`.
     """
 
     def __init__(
@@ -109,6 +114,9 @@ class MemoryStore:
         clock: Clock = time.time,
         create_key_max_retry_attempts: int = 5,
         clock_skew: timedelta | None = None,
+        encryption_keys: EncryptionKeys | None = None,
+        accept_plaintext: bool = False,
+        max_data_size: int = codec.MAX_DATA_SIZE,
     ):
         self._items: dict[str, _Entry] = {}
         self._index: dict[str, dict[str, _IndexEntry]] = {}  # user key -> session id -> entry
@@ -116,6 +124,16 @@ class MemoryStore:
         self._retries = create_key_max_retry_attempts
         #: Writes need the stored expiry later than now plus this (None: the middleware's).
         self.clock_skew = clock_skew
+        self._framing = codec.Framing(
+            max_data_size=max_data_size,
+            encryption_keys=encryption_keys,
+            accept_plaintext=accept_plaintext,
+        )
+        self._codec = codec.DEFAULT
+
+    def _use_codec(self, chosen: codec.Codec) -> None:
+        """Decode with the codec (registered types) of the middleware that uses this store."""
+        self._codec = codec.bind(self._codec, chosen)
 
     def _margin(self) -> float:
         return (self.clock_skew or DEFAULT_CLOCK_SKEW).total_seconds()
@@ -126,20 +144,31 @@ class MemoryStore:
             return None
         return entry
 
-    def _record(self, session_id: str, entry: _Entry) -> Record:
-        return Record(
+    def _record(self, session_id: str, entry: _Entry) -> Record | None:
+        """The record of an entry, or None when its payload cannot be read (logged)."""
+        try:
+            packed = self._framing.load(entry.payload, session_id.encode)
+            data, whole = self._codec.load(packed)
+        except ValueError as exc:
+            logger.warning("unreadable session %s ignored: %s", log_id(session_id), exc)
+            return None
+        record = Record(
             id=session_id,
-            data=codec.unpack(entry.packed),
+            data=data,
             expiry_date=datetime.fromtimestamp(entry.expires, timezone.utc),
             version=entry.version,
             created_at=entry.created_at,
             policy=entry.policy,  # no `packed`: the caller may change `data` before save()
             user=entry.user,
         )
+        if whole:
+            record._snapshot = bytes(packed)
+        return record
 
     def _entry(self, record: Record, version: int) -> _Entry:
-        packed = record.packed if record.packed is not None else codec.pack(record.data)
-        return _Entry(record, packed, epoch(record.expiry_date), version, self._clock())
+        packed = record.packed if record.packed is not None else self._codec.pack(record.data)
+        payload = self._framing.dump(packed, record.id.encode)
+        return _Entry(record, payload, epoch(record.expiry_date), version, self._clock())
 
     def _writable(self, record: Record) -> _Entry:
         """The entry a conditional write of `record` may replace, else `SessionConflict`."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import e2e, inprocess, store_rt
+from . import codec_bench, e2e, inprocess, store_rt
 from ._measure import Series
 
 SCENARIOS = {
@@ -166,6 +166,22 @@ SPECS = [
         ("decode", "msgspec (ours)"),
         "cpu",
         1,
+    ),
+    *(
+        RatioSpec(
+            f"{label} / codec before typed values (plain session), {case} CPU",
+            "codec",
+            (case, variant),
+            (case, codec_bench.BEFORE),
+            "cpu",
+            1,
+        )
+        for label, variant in (
+            ("plain session", codec_bench.OURS),
+            ("typed session", codec_bench.TYPED),
+            ("sealed session", codec_bench.SEALED),
+        )
+        for case in ("encode", "decode")
     ),
 ]
 

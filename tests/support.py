@@ -133,6 +133,10 @@ class CountingStore:
         self.calls["remove"] += 1
         await self.inner.remove(record)
 
+    def _use_codec(self, chosen: Any) -> None:
+        """Hand the middleware's codec (its `types=`) on to the wrapped store."""
+        self.inner._use_codec(chosen)
+
     @property
     def writes(self) -> int:
         return sum(self.calls[k] for k in ("create", "save", "delete", "touch", "take", "remove"))
