@@ -109,6 +109,7 @@ class Persister:
             expires=record.expiry_date,
             policy=policy,
             user=record.user,
+            tokens=record._tokens,
         )
 
     def alive(self, record: Record) -> bool:
@@ -233,7 +234,7 @@ class Persister:
         """The record to write: `data` on top of the stored state `base` (None: a new one)."""
         policy = self._policy(session, base)
         created = None if base is None else base.created_at
-        return Record(
+        record = Record(
             id=session_id,
             data=data,
             expiry_date=self._ends(policy, created, now),
@@ -243,6 +244,8 @@ class Persister:
             packed=packed,
             user=None if base is None else base.user,
         )
+        record._tokens = None if base is None else base.tokens
+        return record
 
     def _settled(self, session: Session, record: Record, data: dict[str, Any]) -> None:
         """The write of `record` succeeded: it is what the session now stands for."""
@@ -261,6 +264,7 @@ class Persister:
                 record.expiry_date,
                 policy,
                 record.user,
+                record._tokens,
             )
         )
         session._cookie = 0
@@ -273,6 +277,7 @@ class Persister:
         """Store `data` under a fresh id (keeping the creation time and policy of `base`)."""
         record = self._record(session, new_id(), base, data, self.codec.pack(data), now)
         record.version = 0
+        record._tokens = None  # a new item: no history
         record.user = self._binding(session) if base is None else None
         if record.user is not None:
             await self.user_store().bind(record, max_sessions=self.max_sessions)
@@ -325,17 +330,26 @@ class Persister:
     async def _cycle(self, session: Session, loaded: Snapshot, now: float) -> Cookie:
         """Move the session to a new id: create it first (so data that cannot be stored leaves
         the old session untouched), then take the old item; if another request wrote to it after
-        this one loaded, the new item gets that write too, with this request's changes on top."""
+        this one loaded, the new item gets that write too, with this request's changes on top.
+        Any failure after the take undoes it, so a failed login leaves the old session as it was.
+        """
         if loaded.user is not None or self._binding(session) is not None:
             return await self._rebind(session, loaded, now)
         changes = self._changes(session, loaded)
         mine = dict(dict.items(session))
-        if not mine:  # everything removed at login: the session simply ends
-            return await self._write(session, loaded, self.codec.pack(mine), now)
-        own_policy = session._intents is not None and session._intents.expiry_set
+        if not mine:  # everything removed at login: the session ends as a whole
+            return await self._end(session)
+        intents = session._want()
+        own = (intents.cleared, intents.expiry_set, intents.expiry)
         await self._create(session, mine, loaded, now)
         new = session._loaded
         assert new is not None
+
+        def undo() -> None:  # the request's state as before the cycle, to save or retry again
+            session._loaded = loaded
+            intents.cycle = True
+            intents.cleared, intents.expiry_set, intents.expiry = own
+
         try:
             if self._fine is not None:
                 taken = await self._fine.take(loaded.id)
@@ -345,6 +359,7 @@ class Persister:
                     await self.store.delete(loaded.id)
         except StoreError:
             await self._discard(new.id)
+            undo()
             raise
         base = None if taken is None else self._snapshot(taken)
         if taken is None or base is None:
@@ -353,13 +368,22 @@ class Persister:
             return await self._gone(session, "id cycle")
         data = mine if changes is None else _apply(changes, taken.data)
         packed = self.codec.pack(data)
-        if own_policy:
+        if own[1]:
             base = replace(base, policy=new.policy)
-        if packed != new.packed or base.policy != new.policy:
-            record = self._record(session, new.id, base, data, packed, now)
-            record.version = new.version  # nobody else knows the new id: this cannot conflict
-            await self.store.save(record)
-            self._settled(session, record, data)
+        try:
+            if packed != new.packed or base.policy != new.policy:
+                record = self._record(session, new.id, base, data, packed, now)
+                record.version = new.version  # nobody else knows the new id
+                record._tokens = new.tokens
+                await self.store.save(record)
+                self._settled(session, record, data)
+        except (StoreError, SessionConflict) as exc:
+            if self._fine is not None:
+                await self._restore(taken)
+            await self._discard(new.id)
+            undo()
+            raise StoreError(f"session id cycle not completed: {exc}") from exc
+        await self._discard(loaded.id)  # the taken item
         logger.info("session %s cycled to %s", log_id(loaded.id), log_id(new.id))
         await notify(self.on_event, "cycled", new.id, previous=loaded.id)
         return Cookie.NEW
@@ -378,6 +402,7 @@ class Persister:
                 return await self._end(session)
             record = self._record(session, new_id(), base, data, self.codec.pack(data), now)
             record.version = 0
+            record._tokens = None  # a new item: no history
             record.user = binding
             old_user = None if base.user is None else base.user.user_key
             taken = Replaced(loaded.id, base.version, old_user)
@@ -404,8 +429,19 @@ class Persister:
             return Cookie.NEW
         raise StoreError(f"session id cycle gave up after {self.save_attempts} conflicting writes")
 
+    async def _restore(self, taken: Record) -> None:
+        """Undo a take; best effort (if it fails, the old session stays ended: fails closed)."""
+        assert self._fine is not None
+        try:
+            await self._fine.restore(taken)
+        except StoreError as exc:
+            logger.warning(
+                "session %s not restored after a failed cycle: %s", log_id(taken.id), exc
+            )
+
     async def _discard(self, session_id: str) -> None:
-        """Remove a new item no cookie will name (its cycle failed); best effort."""
+        """Remove an item no cookie will name (a cycle's taken item, or the new one of a failed
+        cycle); best effort: a taken item is never loaded, and both expire."""
         try:
             await self.store.delete(session_id)
         except StoreError as exc:

@@ -8,8 +8,11 @@ transaction raises `TransactionCanceled`, a `ConditionFailed` that says which it
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -17,6 +20,26 @@ from . import _telemetry
 from .errors import StoreError
 
 Item = dict[str, Any]
+T = TypeVar("T")
+
+
+def call_budget(max_attempts: int, connect_timeout: float, read_timeout: float) -> float:
+    """How long one call may take in all: every attempt's connect (the wait for a pooled
+    connection included) and read, back to back; backoff sleeps come out of the same budget."""
+    return max_attempts * (connect_timeout + read_timeout)
+
+
+async def within(seconds: float | None, action: str, call: Coroutine[Any, Any, T]) -> T:
+    """Run one store call to the end or until `seconds` have passed (then a StoreError)."""
+    if seconds is None:
+        return await call
+    try:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(seconds):
+                return await call
+        return await asyncio.wait_for(call, seconds)
+    except asyncio.TimeoutError:
+        raise StoreError(f"DynamoDB {action} did not finish within {seconds:g} s") from None
 
 
 class ConditionFailed(Exception):
@@ -205,10 +228,14 @@ _METHODS = {
 class AioBotocoreTransport(RequestTransport):
     """The seam over an aiobotocore DynamoDB client (the caller's or the store's own)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, budget: float | None = None) -> None:
         self.client = client
+        self.budget = budget
 
     async def _request(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        return await within(self.budget, action, self._call(action, params))
+
+    async def _call(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         try:
             result: dict[str, Any] = await getattr(self.client, _METHODS[action])(**params)
         except ClientError as exc:
@@ -222,3 +249,17 @@ class AioBotocoreTransport(RequestTransport):
         except (BotoCoreError, OSError, TimeoutError) as exc:
             raise StoreError(f"DynamoDB {action} failed: {type(exc).__name__}: {exc}") from exc
         return result
+
+
+def check_raw_response(response_dict: dict[str, Any], **_: Any) -> None:
+    """A ``before-parse`` hook for a client the store owns: botocore reads a 200 answer that is
+    not JSON (a proxy's HTML page) as an empty result, and fails with a ValueError on an
+    ``x-amz-crc32`` that is not a number; both are store failures (`StoreError`)."""
+    headers = response_dict.get("headers") or {}
+    crc = headers.get("x-amz-crc32")
+    if crc is not None and not str(crc).isdigit():
+        raise StoreError(f"DynamoDB answered an x-amz-crc32 that is not a number: {crc!r:.40}")
+    if response_dict.get("status_code") == 200:
+        body = response_dict.get("body") or b"{}"
+        if not body.lstrip()[:1] == b"{":
+            raise StoreError("DynamoDB's 200 answer is not a JSON object")

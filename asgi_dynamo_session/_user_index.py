@@ -360,7 +360,7 @@ class UserIndex:
             except TransactionCanceled as cancel:
                 reasons = cancel.reasons + ["None"] * (len(items) - len(cancel.reasons))
                 if reasons[0] == "ConditionalCheckFailed":  # the new id is taken
-                    if store._token(await store._current(wire, record.id)) == token:
+                    if store._wrote(await store._current(wire, record.id), token):
                         break  # it is ours: an earlier attempt whose answer was lost
                     collisions += 1
                     if collisions > store.props.create_key_max_retry_attempts:
@@ -382,7 +382,7 @@ class UserIndex:
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**conflicts)))
                 continue
             except StoreError as failure:  # no answer: applied if the new item bears our token
-                if store._token(await store._after(wire, record.id, failure)) != token:
+                if not store._wrote(await store._after(wire, record.id, failure), token):
                     raise
             break
         record.version = 1

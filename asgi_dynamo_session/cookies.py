@@ -17,9 +17,9 @@ _MIN_KEY_BYTES = 32
 #: A cookie value we could have made: a 43-character id, a dot, a 43-character signature.
 _VALUE = re.compile(r"[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}")
 _EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
-#: What a path or domain attribute must not hold: ';' would start another attribute, and
-#: control characters (CR, LF, ...) would split or corrupt the header.
-_UNSAFE = re.compile(r"[;\x00-\x1f\x7f]")
+#: What a path or domain attribute must not hold: ';' would start another attribute, control
+#: characters (CR, LF, ...) would split the header, and non-ASCII has no one encoding in it.
+_UNSAFE = re.compile(r"[^\x20-\x3a\x3c-\x7e]")  # printable ASCII but ';'
 
 
 def _key_bytes(key: str | bytes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -12,31 +13,42 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import codec
 from ._ids import hash_id, log_id, new_id, new_token
+from ._loops import PerLoop
 from ._seal import EncryptionKeys
-from ._transport import AioBotocoreTransport, ConditionFailed, Item, RequestTransport
+from ._transport import (
+    AioBotocoreTransport,
+    ConditionFailed,
+    Item,
+    RequestTransport,
+    call_budget,
+    check_raw_response,
+)
 from ._user_index import SEEN_ATTR, UserIndex, binding_attrs, binding_of
 from ._users import Replaced, SessionInfo, handle_of, user_key
 from .errors import SessionConflict, SessionTooLarge, StoreError
 from .expiry import load_policy
 from .record import Record
-from .store import DEFAULT_CLOCK_SKEW, Clock, epoch
+from .store import DEFAULT_CLOCK_SKEW, ITEM_LIMIT, Clock, epoch
+
+if TYPE_CHECKING:
+    from ._fast import FastTransport
 
 logger = logging.getLogger("asgi_dynamo_session")
 
 #: DynamoDB's hard limit on one item: attribute names plus values.
-DYNAMODB_ITEM_LIMIT = 400 * 1024
+DYNAMODB_ITEM_LIMIT = ITEM_LIMIT
 #: The largest epoch second and version counter read back from an item (9999-12-31; 2**63-1).
 _MAX_EPOCH = 253_402_214_400
 _MAX_VERSION = 2**63 - 1
-#: How far in the past `take` dates an ended item, beyond any writer's clock skew.
-_TOMBSTONE_AGE = 86_400
 _DIGITS = re.compile(r"[0-9]{1,20}")
+#: How many of an item's last write tokens it keeps (a lost answer is recognised that long).
+_TOKENS = 8
 
 
 def _whole(text: Any, upper: int, low: int = 0) -> int:
@@ -80,6 +92,7 @@ class DynamoDBStoreProps:
     created_name: str = "created_at"
     policy_name: str = "expiry_policy"
     token_name: str = "write_token"
+    ended_name: str = "ended_by"
 
 
 def item_size(item: Item) -> int:
@@ -125,7 +138,7 @@ def _context(key: Item, props: DynamoDBStoreProps) -> bytes:
     return codec.DEFAULT.pack({"key": parts})
 
 
-TransportChoice = Literal["auto", "aiobotocore", "fast"]
+TransportChoice = Literal["auto", "aiobotocore", "fast", "aiohttp"]
 
 
 class DynamoDBStore:
@@ -179,72 +192,109 @@ class DynamoDBStore:
         self._clock = clock
         #: Writes need the stored expiry later than now plus this (None: the middleware's).
         self.clock_skew = clock_skew
-        self._wire: RequestTransport | None = None
-        self._stack: AsyncExitStack | None = None
-        self._opening = asyncio.Lock()
+        self._given_client = client
+        self._opened: PerLoop[RequestTransport] = PerLoop(self._open_here)
+        self._clients: dict[RequestTransport, Any] = {}
+        self._said: set[str] = set()  # why a fast transport was not used, logged once each
         self._users = UserIndex(self)
 
     # -- lifecycle -------------------------------------------------------------------------
+    # Connections belong to the event loop that uses them (`PerLoop`): a store used from another
+    # loop opens its own client (when it owns one) and transport there; each loop's are closed
+    # on that loop, by `close()` or when the loop shuts down.
 
     async def open(self) -> None:
-        """Open the client (when the store owns it) and the data-plane transport; idempotent."""
-        async with self._opening:
-            if self._wire is not None:
-                return
-            stack = AsyncExitStack()
-            try:
-                if self.client is None:
-                    from aiobotocore.config import AioConfig
-                    from aiobotocore.session import get_session
+        """Open the client (when the store owns it) and the transport on this loop; idempotent."""
+        await self._opened.open()
 
-                    config = AioConfig(
-                        connect_timeout=self._connect_timeout,
-                        read_timeout=self._read_timeout,
-                        # total attempts, as in the fast transport (botocore's "max_attempts"
-                        # key would count retries only: one attempt more than asked for)
-                        retries={"mode": "standard", "total_max_attempts": self._max_attempts},
-                        max_pool_connections=self._pool_size,
-                    )
-                    self.client = await stack.enter_async_context(
-                        get_session().create_client(
-                            "dynamodb",
-                            endpoint_url=self._endpoint_url,
-                            region_name=self._region_name,
-                            config=config,
-                        )
-                    )
-                    stack.push_async_callback(self._forget_client)
-                self._wire = await self._make_transport(stack)
-            except BaseException:
-                await stack.aclose()
-                raise
-            self._stack = stack
+    async def _open_here(self, stack: AsyncExitStack) -> RequestTransport:
+        client: Any = self._given_client
+        if client is None:
+            from aiobotocore.config import AioConfig
+            from aiobotocore.session import get_session
 
-    async def _make_transport(self, stack: AsyncExitStack) -> RequestTransport:
-        fast = self._choice == "fast" or (self._choice == "auto" and self.owns_client)
-        if not fast:
-            return AioBotocoreTransport(self.client)
+            config = AioConfig(
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
+                # total attempts, as in the fast transport (botocore's "max_attempts"
+                # key would count retries only: one attempt more than asked for)
+                retries={"mode": "standard", "total_max_attempts": self._max_attempts},
+                max_pool_connections=self._pool_size,
+            )
+            client = await stack.enter_async_context(
+                get_session().create_client(
+                    "dynamodb",
+                    endpoint_url=self._endpoint_url,
+                    region_name=self._region_name,
+                    config=config,
+                )
+            )
+            stack.callback(self._forget_client, client)
+            client.meta.events.register("before-parse.dynamodb", check_raw_response)
+            self.client = client
+        wire = await self._make_transport(stack, client)
+        self._clients[wire] = client
+        stack.callback(self._clients.pop, wire, None)
+        return wire
+
+    async def _make_transport(self, stack: AsyncExitStack, client: Any) -> RequestTransport:
+        fast = self._choice in ("fast", "aiohttp") or (self._choice == "auto" and self.owns_client)
+        wire = await self._fast_transport(client) if fast else None
+        if wire is not None:
+            stack.push_async_callback(wire.close)
+            return wire
+        budget = None  # a client of the caller's own keeps its own timeouts
+        if self.owns_client:
+            budget = call_budget(self._max_attempts, self._connect_timeout, self._read_timeout)
+        return AioBotocoreTransport(client, budget=budget)
+
+    async def _fast_transport(self, client: Any) -> FastTransport | None:
+        """Our own transport for `client`'s settings, or None where only aiobotocore honours
+        them (logged once per reason)."""
         from ._fast import FastTransport
+        from ._netconfig import fast_path, settings_of
 
-        wire = FastTransport.from_aiobotocore_client(
-            self.client,
+        net = settings_of(client)
+        kind, why = fast_path(net)
+        if kind == "wire" and self._choice == "aiohttp":
+            kind = "aiohttp"
+        elif why is not None and why not in self._said:
+            self._said.add(why)
+            other = "aiobotocore" if kind is None else "the aiohttp fast transport"
+            logger.log(
+                logging.WARNING if self._choice == "fast" else logging.INFO,
+                "DynamoDBStore uses %s: %s",
+                other,
+                why,
+            )
+        if kind is None:
+            return None
+        cls: type[FastTransport] = FastTransport
+        if kind == "wire":
+            from ._wire import WireTransport
+
+            cls = WireTransport
+        context = await asyncio.to_thread(net.ssl_context) if net.tls else None
+        return cls.from_aiobotocore_client(
+            client,
+            net,
+            ssl_context=context,
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
             max_attempts=self._max_attempts,
             pool_size=self._pool_size,
+            # every write of ours carries a write token (a retry that meets its own earlier
+            # application is recognised) or is idempotent: safe to resend once sent
+            retry_sent_writes=True,
         )
-        stack.push_async_callback(wire.close)
-        return wire
 
-    async def _forget_client(self) -> None:
-        self.client = None
+    def _forget_client(self, client: Any) -> None:
+        if self.client is client:
+            self.client = None
 
     async def close(self) -> None:
         """Close what `open` opened; the store can be opened again afterwards."""
-        async with self._opening:
-            stack, self._stack, self._wire = self._stack, None, None
-            if stack is not None:
-                await stack.aclose()
+        await self._opened.close()
 
     async def __aenter__(self) -> DynamoDBStore:
         await self.open()
@@ -259,12 +309,12 @@ class DynamoDBStore:
         await self.close()
 
     async def _transport(self) -> RequestTransport:
-        wire = self._wire
-        if wire is None:
-            await self.open()
-            wire = self._wire
-            assert wire is not None
-        return wire
+        wire = self._opened.get()
+        return wire if wire is not None else await self._opened.open()
+
+    async def _client(self) -> Any:
+        """The aiobotocore client of this loop (the control plane always goes through it)."""
+        return self._clients[await self._transport()]
 
     # -- item layout -----------------------------------------------------------------------
 
@@ -282,13 +332,16 @@ class DynamoDBStore:
         self._codec = codec.bind(self._codec, chosen)
 
     def _item(self, record: Record, version: int, token: str) -> Item:
+        """The item for `record` at `version`, written by `token`: the item keeps the tokens of
+        its last writes (newest first), so a writer whose answer was lost can tell later whether
+        its write landed even after others wrote on top of it."""
         p = self.props
         packed = record.packed if record.packed is not None else self._codec.pack(record.data)
         item = self.key(record.id)
         item[p.expiry_name] = {"N": str(epoch(record.expiry_date))}
         item[p.data_name] = {"B": self._framing.dump(packed, lambda: _context(item, p))}
         item[p.version_name] = {"N": str(version)}
-        item[p.token_name] = {"S": token}
+        item[p.token_name] = {"S": " ".join([token, *(record._tokens or "").split()][:_TOKENS])}
         if record.created_at is not None:
             item[p.created_name] = {"N": str(int(record.created_at.timestamp()))}
         if record.policy is not None:
@@ -300,12 +353,20 @@ class DynamoDBStore:
         return item
 
     def _record(
-        self, session_id: str, item: Item, *, margin: float = 0.0, live: bool = True
+        self,
+        session_id: str,
+        item: Item,
+        *,
+        margin: float = 0.0,
+        live: bool = True,
+        ended: bool = False,
     ) -> Record | None:
-        """The record in an item, or None when it cannot be read or (with `live`) its expiry
-        is not later than now plus `margin`. Every attribute is checked here, so a malformed
-        item is no session, never an exception."""
+        """The record in an item, or None when it cannot be read, was ended by a take (unless
+        `ended`), or (with `live`) its expiry is not later than now plus `margin`. Every
+        attribute is checked here, so a malformed item is no session, never an exception."""
         p = self.props
+        if not ended and p.ended_name in item:
+            return None
         try:
             expires = _whole(item[p.expiry_name]["N"], _MAX_EPOCH)
             if live and expires <= self._clock() + margin:
@@ -319,7 +380,9 @@ class DynamoDBStore:
                 else 0
             )
             created = item.get(p.created_name)
-            created_at = None if created is None else _moment(_whole(created["N"], _MAX_EPOCH))
+            # created in the future (beyond a day of skew) is as unreadable as malformed
+            latest = min(_MAX_EPOCH, int(self._clock()) + 86_400)
+            created_at = None if created is None else _moment(_whole(created["N"], latest))
             policy = item[p.policy_name]["S"] if p.policy_name in item else None
             if policy is not None:
                 load_policy(policy)
@@ -340,13 +403,18 @@ class DynamoDBStore:
         )
         if whole:
             record._snapshot = bytes(packed)
+        record._tokens = self._tokens(item)
         return record
 
-    def _token(self, item: Item | None) -> str | None:
-        """The write token an item carries: which save wrote it."""
+    def _tokens(self, item: Item | None) -> str | None:
+        """The tokens of an item's last writes, newest first (one string, space-separated)."""
         value = None if item is None else item.get(self.props.token_name)
-        token = value.get("S") if isinstance(value, dict) else None
-        return token if isinstance(token, str) else None
+        tokens = value.get("S") if isinstance(value, dict) else None
+        return tokens if isinstance(tokens, str) else None
+
+    def _wrote(self, item: Item | None, token: str) -> bool:
+        """Whether the write named `token` made (or is under) this item's current state."""
+        return token in (self._tokens(item) or "").split()
 
     def _now(self) -> Item:
         return {":now": {"N": str(int(self._clock()))}}
@@ -357,16 +425,18 @@ class DynamoDBStore:
         return {":live": {"N": str(int(self._clock() + skew))}}
 
     def _versioned(self, record: Record) -> tuple[str, dict[str, str], Item]:
-        """Condition, names and values of a write that needs `record.version`, live."""
-        names = {"#exp": self.props.expiry_name, "#ver": self.props.version_name}
+        """Condition, names and values of a write that needs `record.version`, live and not
+        ended by a take."""
+        p = self.props
+        names = {"#exp": p.expiry_name, "#ver": p.version_name, "#end": p.ended_name}
         values = self._live_after()
         if record.version:
             values[":ver"] = {"N": str(record.version)}
-            return "#ver = :ver AND #exp > :live", names, values
-        # an item written without a version counter (e.g. by the Rust crate)
-        names["#pk"] = self.props.partition_key.name
-        condition = "attribute_exists(#pk) AND attribute_not_exists(#ver) AND #exp > :live"
-        return condition, names, values
+            condition = "#ver = :ver"
+        else:  # an item written without a version counter (e.g. by the Rust crate)
+            names["#pk"] = p.partition_key.name
+            condition = "attribute_exists(#pk) AND attribute_not_exists(#ver)"
+        return f"{condition} AND #exp > :live AND attribute_not_exists(#end)", names, values
 
     async def _current(self, wire: RequestTransport, session_id: str) -> Item | None:
         return await wire.get_item(self.props.table_name, self.key(session_id), consistent=True)
@@ -412,14 +482,15 @@ class DynamoDBStore:
                 )
             except ConditionFailed as failed:
                 current = failed.item or await self._current(wire, record.id)
-                if self._token(current) != token:
+                if not self._wrote(current, token):
                     logger.warning("session id collision on create; retrying with a new id")
                     record.id = new_id()
                     continue
             except StoreError as failure:
-                if self._token(await self._after(wire, record.id, failure)) != token:
+                if not self._wrote(await self._after(wire, record.id, failure), token):
                     raise
             record.version = 1
+            record._tokens = item[self.props.token_name]["S"]
             return
         raise StoreError(
             f"no free session id after {self.props.create_key_max_retry_attempts} retries"
@@ -436,12 +507,13 @@ class DynamoDBStore:
             )
         except ConditionFailed as failed:
             current = failed.item or await self._current(wire, record.id)
-            if self._token(current) != token:
+            if not self._wrote(current, token):
                 raise self._conflict(record.id, current) from None
         except StoreError as failure:
-            if self._token(await self._after(wire, record.id, failure)) != token:
+            if not self._wrote(await self._after(wire, record.id, failure), token):
                 raise
         record.version += 1
+        record._tokens = item[self.props.token_name]["S"]
 
     async def delete(self, session_id: str) -> None:
         wire = await self._transport()
@@ -478,45 +550,75 @@ class DynamoDBStore:
             raise self._conflict(record.id, current) from None
         except StoreError as failure:
             current = await self._after(wire, record.id, failure)
-            if current is None or current.get(self.props.expiry_name) != {"N": expires}:
-                raise
+            if current is not None and current.get(self.props.expiry_name) == {"N": expires}:
+                return  # applied
+            if current is None or current.get(self.props.version_name) != {
+                "N": str(record.version)
+            }:  # ended or written meanwhile: the caller settles it as a conflict
+                raise self._conflict(record.id, current) from None
+            raise
 
     async def take(self, session_id: str) -> Record | None:
-        """End the live item and return it as it was (for `cycle_id`): it is first marked
-        ended under a write token, so a retry whose first answer was lost still gets the data,
-        then deleted. None when it was not live."""
+        """End the live item and return it as it was (for `cycle_id`), or None when it was not
+        live. The item is marked ended (`ended_by`, a write token; no load or write accepts it
+        from then on) and kept, with its expiry, until the move is done: a retry whose first
+        answer was lost still finds its data, and `restore` can undo the take."""
         wire = await self._transport()
         p = self.props
         token = new_token()
-        key = self.key(session_id)
-        values = {
-            **self._live_after(),
-            ":dead": {"N": str(int(self._clock()) - _TOMBSTONE_AGE)},
-            ":tok": {"S": token},
-        }
         try:
             old = await wire.update_item(
                 p.table_name,
-                key,
-                update="SET #exp = :dead, #tok = :tok",
-                condition="attribute_exists(#pk) AND #exp > :live",
-                names={"#pk": p.partition_key.name, "#exp": p.expiry_name, "#tok": p.token_name},
-                values=values,
+                self.key(session_id),
+                update="SET #end = :tok, #ver = if_not_exists(#ver, :zero) + :one",
+                condition="attribute_exists(#pk) AND #exp > :live AND attribute_not_exists(#end)",
+                names={
+                    "#pk": p.partition_key.name,
+                    "#exp": p.expiry_name,
+                    "#end": p.ended_name,
+                    "#ver": p.version_name,
+                },
+                values={
+                    **self._live_after(),
+                    ":tok": {"S": token},
+                    ":zero": {"N": "0"},
+                    ":one": {"N": "1"},
+                },
                 old=True,
             )
         except ConditionFailed as failed:
             old = failed.item or await self._current(wire, session_id)
-            if self._token(old) != token:
+            if self._ended_by(old) != token:
                 return None
         except StoreError as failure:
             old = await self._after(wire, session_id, failure)
-            if self._token(old) != token:
+            if self._ended_by(old) != token:
                 raise
-        try:
-            await wire.delete_item(p.table_name, key)
-        except StoreError as exc:  # the item is already ended; TTL removes it
-            logger.warning("ended session item %s not deleted: %s", log_id(session_id), exc)
-        return None if old is None else self._record(session_id, old, live=False)
+        record = None if old is None else self._record(session_id, old, live=False, ended=True)
+        if record is None:
+            return None
+        record._taken = token
+        return record
+
+    async def restore(self, taken: Record) -> None:
+        """Undo `take` (the move it began failed): the item is live again, at a new version."""
+        wire = await self._transport()
+        p = self.props
+        with contextlib.suppress(ConditionFailed):  # not ended by that take: nothing to undo
+            await wire.update_item(
+                p.table_name,
+                self.key(taken.id),
+                update="REMOVE #end",
+                condition="#end = :tok",
+                names={"#end": p.ended_name},
+                values={":tok": {"S": taken._taken or ""}},
+            )
+
+    def _ended_by(self, item: Item | None) -> str | None:
+        """The token of the take that ended an item, if one did."""
+        value = None if item is None else item.get(self.props.ended_name)
+        token = value.get("S") if isinstance(value, dict) else None
+        return token if isinstance(token, str) else None
 
     async def remove(self, record: Record) -> None:
         """Delete the item if it is still at `record.version`; `SessionConflict` otherwise."""
@@ -578,8 +680,7 @@ class DynamoDBStore:
         Enables TTL on the expiry attribute where the server supports it; returns whether TTL
         is on. Servers without TTL (dynalite) need `delete_expired()` now and then.
         """
-        await self._transport()
-        client: Any = self.client
+        client = await self._client()
         p = self.props
         keys = [p.partition_key] + ([p.sort_key] if p.sort_key else [])
         try:

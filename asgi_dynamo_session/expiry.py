@@ -25,8 +25,8 @@ class OnInactivity:
     duration: timedelta
 
     def __post_init__(self) -> None:
-        if self.duration <= timedelta(0):
-            raise ValueError("OnInactivity duration must be positive")
+        if not timedelta(0) < self.duration <= timedelta(seconds=_MAX_WINDOW):
+            raise ValueError("OnInactivity duration must be positive and at most a century")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class AtDateTime:
     def __post_init__(self) -> None:
         if self.at.tzinfo is None or self.at.utcoffset() is None:
             raise ValueError("AtDateTime needs a timezone-aware datetime")
+        if not 0 <= self.at.timestamp() <= _MAX_SECONDS:
+            raise ValueError("AtDateTime must lie between 1970 and the end of 9999")
 
 
 Expiry = OnSessionEnd | OnInactivity | AtDateTime
@@ -64,9 +66,9 @@ def expiry_date(expiry: Expiry, now: float) -> datetime:
 def dump_policy(expiry: Expiry) -> str:
     """A short text form of a per-session policy, kept with the stored item."""
     if isinstance(expiry, OnInactivity):
-        return f"inactivity:{expiry.duration.total_seconds():g}"
+        return f"inactivity:{expiry.duration.total_seconds()!r}"  # repr: exact round trip
     if isinstance(expiry, AtDateTime):
-        return f"at:{expiry.at.timestamp():f}"
+        return f"at:{expiry.at.timestamp()!r}"
     return "session"
 
 

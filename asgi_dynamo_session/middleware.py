@@ -15,7 +15,7 @@ from ._user_seal import UserSeal
 from ._users import UserStore
 from .codec import Codec, Types
 from .cookies import CookieFormat, SameSite, Signer, _key_bytes, cookie_values
-from .errors import SessionTooLarge, StoreError
+from .errors import SessionError, SessionTooLarge, StoreError
 from .events import OnEvent
 from .expiry import AtDateTime, Expiry, OnSessionEnd
 from .session import DEAD_COOKIE, Session
@@ -185,13 +185,14 @@ class SessionMiddleware:
         """The response starts: persist (unless `save` is off), add Set-Cookie and Vary."""
         self._current(scope, session)
         headers = list(message.get("headers", ()))
+        given = len(headers)
         if save:
             failure = await self._commit_for_response(session, headers)
             if failure is not None:
                 replaced.append(True)
                 await self._answer(send, *failure)
                 return
-        if session.accessed:
+        if session.accessed or len(headers) > given:  # read, or carries our cookie (touch)
             _add_vary(headers)
         message["headers"] = headers
         await send(message)
@@ -250,7 +251,7 @@ class SessionMiddleware:
         except TypeError as exc:
             logger.error("session %s not saved: %s", log_id(session.id), exc)
             return 500, b"Session data cannot be stored\n", False
-        except StoreError as exc:
+        except SessionError as exc:  # StoreError, or a conflict no retry could settle
             logger.error("session %s save failed, answering 503: %s", log_id(session.id), exc)
             return 503, b"Session store unavailable\n", True
         intents = session._intents
@@ -291,9 +292,17 @@ class SessionMiddleware:
         if not session.modified and pending is None:
             return
         had_id = session.id
+        if intents is not None and intents.cycle and had_id is not None:
+            # the browser can no longer learn a new id: keep this one rather than log it out
+            intents.cycle = False
+            logger.warning(
+                "session %s: cycle_id() after the response started is ignored (the browser "
+                "could not be told the new id); call it before the response starts",
+                log_id(had_id),
+            )
         try:
             action, _ = await self.persister.commit(session)
-        except (StoreError, SessionTooLarge, TypeError) as exc:
+        except (SessionError, TypeError) as exc:
             logger.error("session %s not saved after the response started: %s", log_id(had_id), exc)
             return
         if intents is not None:

@@ -31,3 +31,7 @@ class Record:
     # Set by our stores on a loaded record: `data` encoded, as stored (saves the middleware a
     # pack per request). Not a constructor argument: a changed `data` never meets stale bytes.
     _snapshot: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    # Set by a store's `take`: which take ended the record, so that `restore` can undo it.
+    _taken: str | None = field(default=None, init=False, repr=False, compare=False)
+    # Set by our stores: the tokens of the stored item's last writes, carried into the next save.
+    _tokens: str | None = field(default=None, init=False, repr=False, compare=False)

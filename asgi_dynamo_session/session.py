@@ -34,6 +34,7 @@ class Snapshot:
     expires: datetime
     policy: Expiry | None  # the session's own expiry policy, None for the middleware's
     user: Binding | None = None  # the user the session is bound to (`set_user`)
+    tokens: str | None = None  # the store's record of its last writes (carried into saves)
 
 
 class Intents:

@@ -12,7 +12,7 @@ from . import codec
 from ._ids import hash_id, log_id, new_id
 from ._seal import EncryptionKeys
 from ._users import Binding, Replaced, SessionInfo, handle_of, newest_first, unpack_meta, user_key
-from .errors import SessionConflict, StoreError
+from .errors import SessionConflict, SessionTooLarge, StoreError
 from .record import Record
 
 Clock = Callable[[], float]
@@ -56,13 +56,24 @@ class RefreshingStore(SessionStore, Protocol):
         ...
 
     async def take(self, session_id: str) -> Record | None:
-        """End the live record and return it as it was at that moment; None when it was not live."""
+        """End the live record and return it as it was; None when it was not live. The ended
+        record is kept (never loaded or written) until `delete` or `restore`."""
         ...
 
     async def remove(self, record: Record) -> None:
         """Delete the record."""
         ...
 
+    async def restore(self, taken: Record) -> None:
+        """Undo a `take` whose move failed: the record `take` returned is live again."""
+        ...
+
+
+#: DynamoDB's hard limit on one item (attribute names plus values), which MemoryStore keeps too.
+ITEM_LIMIT = 400 * 1024
+#: What the default table layout adds to a payload: the key, expiry, version, write tokens and
+#: creation time with their names (MemoryStore counts it, so it refuses what DynamoDB would).
+_LAYOUT = 300
 
 #: How far a writer's clock may lag and still never revive a session others consider ended.
 DEFAULT_CLOCK_SKEW = timedelta(seconds=5)
@@ -117,14 +128,19 @@ class MemoryStore:
         encryption_keys: EncryptionKeys | None = None,
         accept_plaintext: bool = False,
         max_data_size: int = codec.MAX_DATA_SIZE,
+        max_item_size: int = ITEM_LIMIT,
+        compress_above: int | None = 8 * 1024,
     ):
         self._items: dict[str, _Entry] = {}
         self._index: dict[str, dict[str, _IndexEntry]] = {}  # user key -> session id -> entry
+        self._ended: dict[str, _Entry] = {}  # taken, not yet deleted or restored
         self._clock = clock
         self._retries = create_key_max_retry_attempts
         #: Writes need the stored expiry later than now plus this (None: the middleware's).
         self.clock_skew = clock_skew
+        self.max_item_size = max_item_size
         self._framing = codec.Framing(
+            compress_above=compress_above,
             max_data_size=max_data_size,
             encryption_keys=encryption_keys,
             accept_plaintext=accept_plaintext,
@@ -168,6 +184,9 @@ class MemoryStore:
     def _entry(self, record: Record, version: int) -> _Entry:
         packed = record.packed if record.packed is not None else self._codec.pack(record.data)
         payload = self._framing.dump(packed, record.id.encode)
+        size = len(payload) + _LAYOUT + len(record.policy or "")
+        if size > self.max_item_size:
+            raise SessionTooLarge(size, self.max_item_size)
         return _Entry(record, payload, epoch(record.expiry_date), version, self._clock())
 
     def _writable(self, record: Record) -> _Entry:
@@ -197,6 +216,7 @@ class MemoryStore:
 
     async def delete(self, session_id: str) -> None:
         self._items.pop(session_id, None)
+        self._ended.pop(session_id, None)
 
     async def touch(self, record: Record) -> None:
         entry = self._writable(record)
@@ -207,10 +227,18 @@ class MemoryStore:
         entry = self._live(session_id, self._margin())
         if entry is None:
             return None
-        del self._items[session_id]
+        self._ended[session_id] = self._items.pop(session_id)
         return self._record(session_id, entry)
 
+    async def restore(self, taken: Record) -> None:
+        entry = self._ended.pop(taken.id, None)
+        if entry is not None:
+            entry.version += 1
+            self._items[taken.id] = entry
+
     async def remove(self, record: Record) -> None:
+        if record.id not in self._items:
+            return  # gone is what was asked for, whoever removed it (as DynamoDBStore)
         self._writable(record)
         del self._items[record.id]
 

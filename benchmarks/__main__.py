@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import _env, codec_bench, e2e, inprocess, report, store_rt
+from . import _env, _tls, codec_bench, e2e, inprocess, report, store_rt
 from ._env import REGION
 from ._measure import Plan, Series
 
@@ -91,6 +91,51 @@ async def drop_tables(endpoint: str, tables: list[str]) -> None:
                 await client.delete_table(TableName=table)
 
 
+def store_variants(
+    endpoint: str, plan: Plan, tables: dict[str, str], notes: dict[str, str], took: dict[str, float]
+) -> list[Series]:
+    """The store round trips again over TLS (a terminator process in front of `endpoint`, its
+    CA made now and trusted through ``AWS_CA_BUNDLE``), on asyncio and on uvloop, and on plain
+    HTTP under uvloop."""
+    import uvloop
+
+    series: list[Series] = []
+
+    def timed(name: str, run: Callable[[], list[Series]]) -> None:
+        print(f"{name} ...", flush=True)
+        began = time.perf_counter()
+        try:
+            series.extend(run())
+        except Exception as exc:  # reported; the rest still runs
+            notes[f"scenario {name}"] = f"failed: {type(exc).__name__}: {exc}"
+            print(f"  failed: {type(exc).__name__}: {exc}", flush=True)
+        took[name] = round(time.perf_counter() - began, 1)
+
+    if endpoint.startswith("http://"):
+        with _tls.terminator(endpoint) as (tls_endpoint, ca):
+            os.environ["AWS_CA_BUNDLE"] = ca
+            for name, table, runner in (
+                ("store tls", tables["store-tls"], asyncio.run),
+                ("store tls uvloop", tables["store-tls-uv"], uvloop.run),
+            ):
+                timed(
+                    name,
+                    lambda name=name, table=table, runner=runner: runner(  # type: ignore[misc]
+                        store_rt.run(tls_endpoint, table, plan, notes, scenario=name, ca_bundle=ca)
+                    ),
+                )
+            del os.environ["AWS_CA_BUNDLE"]
+    else:
+        notes["store tls"] = "skipped: the endpoint is not plain http"
+    timed(
+        "store uvloop",
+        lambda: uvloop.run(
+            store_rt.run(endpoint, tables["store-uv"], plan, notes, scenario="store uvloop")
+        ),
+    )
+    return series
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
@@ -100,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     p = plans(args.quick)
     only = set(args.only)
     run_id = uuid.uuid4().hex[:8]
-    tables = {k: f"bench-{run_id}-{k}" for k in ("store", "middleware", "http", "hand")}
+    kinds = ("store", "store-tls", "store-tls-uv", "store-uv", "middleware", "http", "hand")
+    tables = {k: f"bench-{run_id}-{k}" for k in kinds}
     notes: dict[str, str] = {}
     took: dict[str, float] = {}
     began = time.perf_counter()
@@ -114,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
                 series += asyncio.run(
                     dynamo_scenarios(endpoint, only, p, tables, notes, took, dynamodb_pid)
                 )
+                if "store" in only:
+                    series += store_variants(endpoint, p["store"], tables, notes, took)
             finally:
                 if server == "external":
                     asyncio.run(drop_tables(endpoint, list(tables.values())))

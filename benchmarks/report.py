@@ -16,12 +16,20 @@ from ._measure import Series
 
 SCENARIOS = {
     "store": "1. Store round trips",
+    "store tls": "1b. Store round trips over TLS (loopback terminator)",
+    "store tls uvloop": "1c. Store round trips over TLS, uvloop",
+    "store uvloop": "1d. Store round trips, uvloop",
+    "store tls uvloop profile": "1e. Where a fast load's own CPU goes (TLS, uvloop)",
     "middleware": "2. Middleware in process (ASGI calls)",
     "http": "3. End to end over HTTP (uvicorn, load from another process)",
     "codec": "4. Codec, ~1 KB session",
 }
 CPU_NOTE = {
     "store": "client CPU per op",
+    "store tls": "client CPU per op",
+    "store tls uvloop": "client CPU per op",
+    "store uvloop": "client CPU per op",
+    "store tls uvloop profile": "CPU per call of each part alone",
     "middleware": "CPU per request",
     "http": "server CPU per request",
     "codec": "CPU per op",
@@ -45,8 +53,46 @@ class RatioSpec:
 
 
 _LOAD, _SAVE = "load", "save"
+_TU = "store tls uvloop"
 _UNTOUCHED, _READ = inprocess.CASES[0], inprocess.CASES[1]
 SPECS = [
+    # Issue 13: what deployments run (TLS, uvloop).
+    *(
+        RatioSpec(
+            f"fast / httptools floor, CPU per {case}, TLS uvloop",
+            _TU,
+            (case, store_rt.FAST),
+            (case, store_rt.FLOOR_HTTPTOOLS),
+            "cpu",
+            1,
+            ("<=", 1.5),
+        )
+        for case in (_LOAD, _SAVE)
+    ),
+    *(
+        RatioSpec(
+            f"fast / aiobotocore, CPU per {case}, TLS uvloop",
+            _TU,
+            (case, store_rt.FAST),
+            (case, store_rt.AIOBOTOCORE),
+            "cpu",
+            1,
+            ("<=", 0.15),
+        )
+        for case in (_LOAD, _SAVE)
+    ),
+    *(
+        RatioSpec(
+            f"fast / aiodynamo, CPU per {case}, TLS uvloop",
+            _TU,
+            (case, store_rt.FAST),
+            (case, store_rt.AIODYNAMO),
+            "cpu",
+            1,
+            ("<=", 0.5),
+        )
+        for case in (_LOAD, _SAVE)
+    ),
     RatioSpec(
         "fast / aiobotocore, CPU per load",
         "store",
@@ -150,6 +196,7 @@ SPECS = [
         ("counter", e2e.BY_HAND),
         "cpu",
         32,
+        ("<=", 0.25),
     ),
     RatioSpec(
         "ours / by hand, HTTP throughput at 1 connection",
@@ -233,6 +280,38 @@ def ratios(series: list[Series]) -> list[dict[str, Any]]:
 
 
 # -- formatting ------------------------------------------------------------------------------
+
+
+#: The rows and columns of issue 13's table: client CPU per GetItem against aiobotocore's.
+_GETITEM_ROWS = (
+    (store_rt.RAW, "aiobotocore `get_item`"),
+    (store_rt.AIODYNAMO, "aiodynamo `get_item`"),
+    (store_rt.AIOHTTP, "our `DynamoDBStore.load`, aiohttp path"),
+    (store_rt.FAST, "our `DynamoDBStore.load`, fast transport (httptools)"),
+    (store_rt.FLOOR, "pre-signed request on aiohttp, no parsing"),
+    (store_rt.FLOOR_HTTPTOOLS, "pre-signed request, keep-alive asyncio connection + httptools"),
+)
+_GETITEM_COLUMNS = (
+    ("store", "plain HTTP"),
+    ("store tls", "TLS"),
+    ("store tls uvloop", "TLS, uvloop"),
+)
+
+
+def getitem_table(series: list[Series]) -> list[tuple[str, ...]]:
+    """Client CPU per GetItem of each client, as a ratio to aiobotocore's in the same column."""
+    out = []
+    for variant, label in _GETITEM_ROWS:
+        cells = [label]
+        for scenario, _ in _GETITEM_COLUMNS:
+            top = _find(series, scenario, (_LOAD, variant), 1)
+            bottom = _find(series, scenario, (_LOAD, store_rt.RAW), 1)
+            value = float("nan")
+            if top is not None and bottom is not None:
+                value = paired_ratio(top.rounds_cpu_us, bottom.rounds_cpu_us)
+            cells.append("-" if math.isnan(value) else f"{value:.2f}")
+        out.append(tuple(cells))
+    return out
 
 
 def fmt_time(us: float) -> str:
@@ -371,6 +450,10 @@ def markdown(
         "",
         md_table(("ratio", "value", "goal", "result"), _ratio_rows(rs)),
     ]
+    if any(s.scenario == "store tls" for s in series):
+        head = ("client CPU per GetItem / aiobotocore's", *(c for _, c in _GETITEM_COLUMNS))
+        parts += ["", "## Client CPU per GetItem, against aiobotocore (1 task)", ""]
+        parts.append(md_table(head, getitem_table(series)))
     for scenario, title in SCENARIOS.items():
         body = rows(series, scenario)
         if body:

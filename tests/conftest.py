@@ -16,6 +16,7 @@ when pytest is stopped by Ctrl-C, SIGTERM or SIGHUP (both raise KeyboardInterrup
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -227,16 +228,49 @@ def _stop_on_signals() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def dynamodb_server() -> Iterator[DynamoServer]:
+def dynamodb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynamoServer]:
     """The session's DynamoDB-compatible server: ``.endpoint_url``, ``.kind``, ``.supports_ttl``,
-    ``.stop()``, ``.start()``.  A test that stops it must restart it (use try/finally)."""
+    ``.stop()``, ``.start()``.  A test that stops it must restart it (use try/finally).
+    With ``DYNAMO_TEST_TLS=1`` it is reached over TLS (see `_tls_front`)."""
     server = _make_server()
     try:
         if server.kind != "external":
             server.start()
-        yield server
+        with _tls_front(server, tmp_path_factory):
+            yield server
     finally:
         server.close()
+
+
+@contextlib.contextmanager
+def _tls_front(server: DynamoServer, tmp: pytest.TempPathFactory) -> Iterator[None]:
+    """With ``DYNAMO_TEST_TLS=1``: a loopback TLS terminator process in front of the server,
+    its self-signed CA trusted through ``AWS_CA_BUNDLE``, ``server.endpoint_url`` on https."""
+    if os.environ.get("DYNAMO_TEST_TLS") != "1" or server.kind == "external":
+        yield
+        return
+    from benchmarks._tls import make_certs
+
+    certs = make_certs(tmp.mktemp("tls"))
+    port, upstream = _free_port(), urlsplit(server.endpoint_url).netloc
+    args = ["--port", str(port), "--upstream", upstream, "--ca", str(certs.ca)]
+    args += ["--cert", str(certs.server_cert), "--key", str(certs.server_key)]
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks._tls", *args], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the TLS terminator did not start")
+            time.sleep(0.05)
+        os.environ["AWS_CA_BUNDLE"] = str(certs.ca)
+        server.endpoint_url = f"https://127.0.0.1:{port}"
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,9 @@ client at ``proxy.endpoint_url``) and switch its mode at any time:
   the request that crosses the limit: the server gets a truncated request.
 * ``await stall(seconds, times=None, then="forward")`` - read each request, answer nothing for
   ``seconds``, then forward it (or reset the connection, with ``then="reset"``).
+* ``await answer(status, body, headers=(), times=None)`` - read each request and answer it
+  ourselves with that response (a proxy's HTML error page, a bad ``x-amz-crc32``) instead of
+  forwarding it; the server never sees it.
 * ``await lose_next_response(times=1, action=None)`` - forward the request, let the server answer,
   then reset the client's connection instead of passing the answer on: the server applied the
   request but the client never hears of it.  ``action`` (e.g. ``"PutItem"``) limits it to
@@ -41,11 +44,12 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
-Mode = Literal["forward", "refuse", "reset", "stall", "lose"]
+Mode = Literal["forward", "refuse", "reset", "stall", "answer", "lose"]
 
 MAX_HEAD = 64 * 1024
 _READ = 64 * 1024
@@ -174,6 +178,7 @@ class FaultProxy:
         self._byte_budget: int | None = None  # request bytes to forward before a reset fires
         self._stall_seconds = 0.0
         self._stall_then: Literal["forward", "reset"] = "forward"
+        self._answer = b""
         self._only: str | None = None  # lose: the DynamoDB action affected (None: any)
         self.reset_counters()
 
@@ -268,6 +273,20 @@ class FaultProxy:
         self._stall_then = then
         await self._listen()
 
+    async def answer(
+        self,
+        status: int,
+        body: bytes,
+        headers: tuple[tuple[str, str], ...] = (),
+        *,
+        times: int | None = None,
+    ) -> None:
+        self._set_mode("answer", times)
+        head = f"HTTP/1.1 {status} Whatever\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers)
+        self._answer = head.encode("latin-1") + b"\r\n" + body
+        await self._listen()
+
     async def lose_next_response(self, times: int | None = 1, *, action: str | None = None) -> None:
         self._set_mode("lose", times)
         self._only = action
@@ -308,9 +327,10 @@ class FaultProxy:
                 return "forward", size
             self._used_once()
             return "reset", 0
-        if self._mode == "stall":
+        if self._mode in ("stall", "answer"):
+            mode = self._mode
             self._used_once()
-            return "stall", size
+            return mode, size
         return "forward", size
 
     # -- listener ----------------------------------------------------------------------------
@@ -424,6 +444,10 @@ class FaultProxy:
                         await asyncio.sleep(self._stall_seconds)
                         if self._stall_then == "reset":
                             action, n = "reset", 0
+                    if action == "answer":
+                        conn.client_w.write(self._answer)
+                        await conn.client_w.drain()
+                        continue
                     if action == "reset":
                         if n:
                             up.write(raw[:n])
@@ -525,3 +549,101 @@ class HttpFaultProxy:
                 if k.lower() in ("content-type", "x-amz-crc32", "x-amzn-requestid")
             }
             return web.Response(status=upstream.status, body=data, headers=forwarded)
+
+
+class ForwardProxy:
+    """A loopback HTTP forward proxy that counts what goes through it.
+
+    A request in absolute form (``POST http://host:port/ HTTP/1.1``, what clients send to an
+    ``HTTP_PROXY``) opens a connection to that host and the client's bytes are piped there as
+    they are (HTTP/1.1 servers accept the absolute form); ``CONNECT host:port`` opens a tunnel
+    (for https endpoints). ``requests`` counts requests seen in absolute form, ``tunnels``
+    CONNECTs, ``targets`` the ``host:port`` of each connection.
+    """
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.tunnels = 0
+        self.targets: list[str] = []
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        up_w: asyncio.StreamWriter | None = None
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+            if method == "CONNECT":
+                host, _, port = target.rpartition(":")
+                self.tunnels += 1
+                first = b""
+            else:
+                url = urlsplit(target)
+                host, port = url.hostname or "", str(url.port or 80)
+                first = head
+            self.targets.append(f"{host}:{port}")
+            up_r, up_w = await asyncio.open_connection(host, int(port))
+            if method == "CONNECT":
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                up_w.write(first)
+            await asyncio.gather(
+                self._pipe(reader, up_w, count=method != "CONNECT", seen=first),
+                self._pipe(up_r, writer),
+            )
+        except (OSError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
+            pass
+        finally:
+            for w in (writer, up_w):
+                if w is not None:
+                    w.close()
+            self._tasks.discard(task)
+
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        count: bool = False,
+        seen: bytes = b"",
+    ) -> None:
+        buf = bytearray(seen)
+        try:
+            while True:
+                if count:
+                    while (parsed := parse_request(buf)) is not None:
+                        self.requests += 1
+                        del buf[: parsed[1]]
+                data = await reader.read(_READ)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+                if count:
+                    buf += data
+        except (OSError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(OSError, RuntimeError):
+                if writer.can_write_eof():
+                    writer.write_eof()

@@ -37,8 +37,9 @@ from asgi_dynamo_session import (
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 OLD_SECRET = "old-secret-key-that-is-also-long-enough-987654"
 
-#: Which data-plane transports the store suites run on ("aiobotocore", "fast").
-TRANSPORTS = os.environ.get("DYNAMO_TEST_TRANSPORTS", "aiobotocore,fast").split(",")
+#: Which data-plane transports the store suites run on ("aiobotocore", "fast" = httptools,
+#: "aiohttp" = the fast path on aiohttp).
+TRANSPORTS = os.environ.get("DYNAMO_TEST_TRANSPORTS", "aiobotocore,fast,aiohttp").split(",")
 
 #: The library's logger.
 LOGGER = "asgi_dynamo_session"
@@ -133,13 +134,20 @@ class CountingStore:
         self.calls["remove"] += 1
         await self.inner.remove(record)
 
+    async def restore(self, taken: Record) -> None:
+        self.calls["restore"] += 1
+        await self.inner.restore(taken)
+
     def _use_codec(self, chosen: Any) -> None:
         """Hand the middleware's codec (its `types=`) on to the wrapped store."""
         self.inner._use_codec(chosen)
 
     @property
     def writes(self) -> int:
-        return sum(self.calls[k] for k in ("create", "save", "delete", "touch", "take", "remove"))
+        return sum(
+            self.calls[k]
+            for k in ("create", "save", "delete", "touch", "take", "remove", "restore")
+        )
 
 
 def client_for(app: Any, **kwargs: Any) -> httpx.AsyncClient:

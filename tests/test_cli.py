@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, DynamoServer
 from support import scan_all
 
 from asgi_dynamo_session import DynamoDBStore, DynamoDBStoreKey, DynamoDBStoreProps
+
+ROOT = Path(__file__).resolve().parent.parent
+# the `dynamodb_server` fixture's type (tests/conftest.py; tests/browser has a conftest too, so
+# `from conftest import` is ambiguous)
+DynamoServer = Any
 
 PROG = "asgi-dynamo-session"
 LIVE = 4_000_000_000  # 2096: live for the lifetime of this test suite

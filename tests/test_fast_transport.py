@@ -25,6 +25,7 @@ from support import free_port
 from asgi_dynamo_session._fast import FastTransport
 from asgi_dynamo_session._sigv4 import SigV4Signer, amz_date
 from asgi_dynamo_session._transport import ConditionFailed
+from asgi_dynamo_session._wire import WireTransport
 from asgi_dynamo_session.errors import StoreError
 
 REGION = "us-east-1"
@@ -167,11 +168,18 @@ async def tables(server: tuple[str, str]) -> AsyncIterator[tuple[str, str]]:
             await client.delete_table(TableName=name)
 
 
+@pytest.fixture(params=[FastTransport, WireTransport], ids=["aiohttp", "wire"])
+def kind(request: pytest.FixtureRequest) -> type[FastTransport]:
+    """Each of our HTTP layers: aiohttp's, and asyncio protocols + httptools."""
+    cls: type[FastTransport] = request.param
+    return cls
+
+
 @pytest.fixture
-async def transport(server: tuple[str, str]) -> AsyncIterator[FastTransport]:
-    t = FastTransport(
-        endpoint_url=server[0], region_name=REGION, credentials_provider=StaticCredentials()
-    )
+async def transport(
+    server: tuple[str, str], kind: type[FastTransport]
+) -> AsyncIterator[FastTransport]:
+    t = kind(endpoint_url=server[0], region_name=REGION, credentials_provider=StaticCredentials())
     yield t
     await t.close()
 
@@ -373,9 +381,9 @@ async def proxy(server: tuple[str, str]) -> AsyncIterator[HttpFaultProxy]:
     await p.stop()
 
 
-def _via(proxy: HttpFaultProxy, **opts: Any) -> FastTransport:
+def _via(proxy: HttpFaultProxy, kind: type[FastTransport], **opts: Any) -> FastTransport:
     opts.setdefault("max_attempts", 3)
-    return FastTransport(
+    return kind(
         endpoint_url=proxy.endpoint_url,
         region_name=REGION,
         credentials_provider=StaticCredentials(),
@@ -386,9 +394,9 @@ def _via(proxy: HttpFaultProxy, **opts: Any) -> FastTransport:
 
 @pytest.mark.parametrize("mode", ["throttle", "500"])
 async def test_retries_then_succeeds(
-    proxy: HttpFaultProxy, tables: tuple[str, str], mode: str
+    proxy: HttpFaultProxy, tables: tuple[str, str], kind: type[FastTransport], mode: str
 ) -> None:
-    t = _via(proxy, max_attempts=4)
+    t = _via(proxy, kind, max_attempts=4)
     try:
         proxy.fail(mode, 3)
         await asyncio.wait_for(t.put_item(tables[0], {"id": {"S": f"retry-{mode}"}}), CAP)
@@ -405,9 +413,9 @@ async def test_retries_then_succeeds(
 
 @pytest.mark.parametrize("mode", ["throttle", "500"])
 async def test_gives_up_after_max_attempts(
-    proxy: HttpFaultProxy, tables: tuple[str, str], mode: str
+    proxy: HttpFaultProxy, tables: tuple[str, str], kind: type[FastTransport], mode: str
 ) -> None:
-    t = _via(proxy, max_attempts=3)
+    t = _via(proxy, kind, max_attempts=3)
     try:
         proxy.fail(mode, 10)
         expected = "ThrottlingException" if mode == "throttle" else "500"
@@ -419,9 +427,9 @@ async def test_gives_up_after_max_attempts(
 
 
 async def test_condition_and_validation_errors_are_not_retried(
-    proxy: HttpFaultProxy, tables: tuple[str, str]
+    proxy: HttpFaultProxy, tables: tuple[str, str], kind: type[FastTransport]
 ) -> None:
-    t = _via(proxy, max_attempts=5)
+    t = _via(proxy, kind, max_attempts=5)
     try:
         key = {"id": {"S": "no-retry"}}
         await t.put_item(tables[0], key)
@@ -440,12 +448,12 @@ async def test_condition_and_validation_errors_are_not_retried(
 
 
 async def test_read_timeout_is_retried_then_gives_up(
-    proxy: HttpFaultProxy, tables: tuple[str, str]
+    proxy: HttpFaultProxy, tables: tuple[str, str], kind: type[FastTransport]
 ) -> None:
-    t = _via(proxy, max_attempts=2, read_timeout=0.3, connect_timeout=1.0)
+    t = _via(proxy, kind, max_attempts=2, read_timeout=0.3, connect_timeout=1.0)
     try:
-        proxy.fail("stall", 1)
-        await asyncio.wait_for(t.put_item(tables[0], {"id": {"S": "stall"}}), CAP)
+        proxy.fail("stall", 1)  # a read is retried even though it may have reached the server
+        await asyncio.wait_for(t.get_item(tables[0], {"id": {"S": "s"}}, consistent=True), CAP)
         assert proxy.requests == 2
         proxy.fail("stall", 10)
         with pytest.raises(StoreError, match="Timeout"):
@@ -457,8 +465,8 @@ async def test_read_timeout_is_retried_then_gives_up(
         await t.close()
 
 
-async def test_connection_refused_is_store_error() -> None:
-    t = FastTransport(
+async def test_connection_refused_is_store_error(kind: type[FastTransport]) -> None:
+    t = kind(
         endpoint_url=f"http://127.0.0.1:{free_port()}",
         region_name=REGION,
         credentials_provider=StaticCredentials(),
@@ -469,5 +477,21 @@ async def test_connection_refused_is_store_error() -> None:
     try:
         with pytest.raises(StoreError, match="after 2 attempt"):
             await asyncio.wait_for(t.get_item("t", {"id": {"S": "x"}}, consistent=True), CAP)
+    finally:
+        await t.close()
+
+
+async def test_wire_does_not_retry_a_write_that_may_have_arrived(
+    proxy: HttpFaultProxy, tables: tuple[str, str]
+) -> None:
+    """Until writes carry a token that recognises their own earlier application, a write whose
+    connection failed after it was written is not sent again (aiohttp's path retries it, as
+    botocore does)."""
+    t = _via(proxy, WireTransport, max_attempts=3, read_timeout=0.3, connect_timeout=1.0)
+    try:
+        proxy.fail("stall", 1)
+        with pytest.raises(StoreError, match="not retried"):
+            await asyncio.wait_for(t.put_item(tables[0], {"id": {"S": "once"}}), CAP)
+        assert proxy.requests == 1
     finally:
         await t.close()

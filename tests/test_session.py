@@ -382,7 +382,7 @@ async def test_cycle_id_moves_the_data_to_a_new_id(
     assert item["created_at"] == created  # the session's age survives the new id
     assert item["expire_at"] == {"N": str(int(h.clock.now) + TWO_WEEKS)}
     assert len(await scan_all(raw, dstore.props.table_name)) == 1
-    assert h.store.calls == {"load": 1, "take": 1, "create": 1}
+    assert h.store.calls == {"load": 1, "create": 1, "take": 1, "delete": 1}
     assert await h.read(sid) == (None, {})
     assert await h.read(new) == (new, {"user": "ada", "cart": [1]})
 

@@ -470,8 +470,20 @@ async def test_take(store: DynamoDBStore, raw: Any, clock: Clock) -> None:
     await store.create(rec)
     taken = await store.take(rec.id)
     assert taken is not None and (taken.id, taken.data, taken.version) == (rec.id, {"n": 1}, 1)
-    assert await item(raw, store, rec.id) is None
+    ended = await item(raw, store, rec.id)  # kept, marked, with its expiry, until deleted
+    assert ended is not None and "ended_by" in ended and ended["version"] == {"N": "2"}
+    assert ended["expire_at"] == {"N": str(int(clock.now) + 60)}
+    assert await store.load(rec.id) is None
     assert await store.take(rec.id) is None
+    with pytest.raises(SessionConflict):
+        await store.save(
+            Record(id=rec.id, data={"n": 9}, expiry_date=at(clock.now + 60), version=2)
+        )
+    await store.restore(taken)  # a failed move is undone: live again
+    back = await store.load(rec.id)
+    assert back is not None and back.data == {"n": 1}
+    await store.delete(rec.id)
+    assert await item(raw, store, rec.id) is None
 
     expired = record(clock, {"n": 2}, ttl=60)
     await store.create(expired)

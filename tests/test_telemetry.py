@@ -10,13 +10,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="the test extra installs opentelemetry-sdk")
 
-from conftest import ROOT, DynamoServer
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -49,6 +49,12 @@ from asgi_dynamo_session import (
 
 _SPANS = InMemorySpanExporter()
 _METRICS = InMemoryMetricReader()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# the `dynamodb_server` fixture's type (tests/conftest.py; tests/browser has a conftest too, so
+# `from conftest import` is ambiguous)
+DynamoServer = Any
 
 
 @pytest.fixture(scope="module", autouse=True)
