@@ -1,6 +1,7 @@
 """Server-side sessions in DynamoDB for any ASGI app."""
 
 from ._access import get_session
+from ._users import SessionInfo
 from .dynamodb import DynamoDBStore, DynamoDBStoreKey, DynamoDBStoreProps
 from .errors import SessionConflict, SessionError, SessionTooLarge, StoreError
 from .events import SessionEvent
@@ -23,6 +24,7 @@ __all__ = [
     "SessionConflict",
     "SessionError",
     "SessionEvent",
+    "SessionInfo",
     "SessionMiddleware",
     "SessionStore",
     "SessionTooLarge",

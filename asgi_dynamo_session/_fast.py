@@ -21,7 +21,15 @@ import msgspec
 
 from ._netconfig import NetSettings
 from ._sigv4 import SigV4Signer, amz_date
-from ._transport import ConditionFailed, Item, RequestTransport, call_budget, within
+from ._transport import (
+    ConditionFailed,
+    Item,
+    RequestTransport,
+    TransactionCanceled,
+    call_budget,
+    cancel_reasons,
+    within,
+)
 from .errors import StoreError
 
 _TARGET = "DynamoDB_20120810."
@@ -104,6 +112,9 @@ def _decode_result(result: dict[str, Any]) -> dict[str, Any]:
         _decode_item(result["Attributes"])
     for item in result.get("Items", ()):
         _decode_item(item)
+    for items in result.get("Responses", {}).values():
+        for item in items:
+            _decode_item(item)
     if "LastEvaluatedKey" in result:
         _decode_item(result["LastEvaluatedKey"])
     for requests in result.get("UnprocessedItems", {}).values():
@@ -286,6 +297,8 @@ class FastTransport(RequestTransport):
                     if code == "ConditionalCheckFailedException":
                         old = document.get("Item")
                         raise ConditionFailed(_decode_item(old) if old else None)
+                    if code == "TransactionCanceledException":
+                        raise TransactionCanceled(cancel_reasons(document))
                     error = f"{code}: {message}"
                     if status not in _TRANSIENT_STATUS and code not in _RETRYABLE_CODES:
                         raise StoreError(f"DynamoDB {action} failed: {error}")

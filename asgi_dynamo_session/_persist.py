@@ -13,6 +13,8 @@ from typing import Any
 
 from . import _telemetry
 from ._ids import log_id, new_id
+from ._user_seal import UserSeal
+from ._users import Binding, Replaced, UserStore, no_user_store, user_key
 from .codec import DEFAULT, Codec
 from .errors import SessionConflict, StoreError
 from .events import OnEvent, notify
@@ -53,6 +55,8 @@ class Persister:
         save_attempts: int,
         clock: Clock,
         on_event: OnEvent | None = None,
+        seal: UserSeal | None = None,
+        max_sessions_per_user: int | None = None,
         codec: Codec = DEFAULT,
     ) -> None:
         self.store = store
@@ -65,6 +69,9 @@ class Persister:
         self.clock = clock
         # Checked once: isinstance against a runtime-checkable protocol is slow.
         self._fine = store if isinstance(store, RefreshingStore) else None
+        self._users = store if isinstance(store, UserStore) else None
+        self.seal = seal
+        self.max_sessions = max_sessions_per_user
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -101,6 +108,7 @@ class Persister:
             created_at=record.created_at,
             expires=record.expiry_date,
             policy=policy,
+            user=record.user,
             tokens=record._tokens,
         )
 
@@ -109,6 +117,33 @@ class Persister:
         if self.absolute_timeout is None or record.created_at is None:
             return True
         return record.created_at + self.absolute_timeout > _moment(self.clock())
+
+    # -- users -----------------------------------------------------------------------------
+
+    def user_store(self) -> Any:
+        """The store's per-user index methods; SessionError when it has none."""
+        if self._users is None or self.seal is None:
+            raise no_user_store(self.store)
+        return self._users
+
+    def user_id_of(self, binding: Binding) -> str | None:
+        """The user id sealed in a binding; None (logged) when no key opens it."""
+        user_id = None if self.seal is None else self.seal.open(binding.sealed, binding.user_key)
+        if user_id is None:
+            logger.warning("a session's user id does not open with the secret keys; unbound")
+        return user_id
+
+    def _binding(self, session: Session) -> Binding | None:
+        """The binding the session has after this write: set_user's, else the stored one."""
+        intents = session._intents
+        if intents is None or intents.bind is None:
+            return None if session._loaded is None else session._loaded.user
+        user_id, meta = intents.bind
+        if user_id is None:
+            return None
+        assert self.seal is not None
+        key = user_key(user_id)
+        return Binding(key, self.seal.seal(user_id, key), meta)
 
     # -- expiry ----------------------------------------------------------------------------
 
@@ -207,6 +242,7 @@ class Persister:
             created_at=created or _moment(now),
             policy=None if policy is None else dump_policy(policy),
             packed=packed,
+            user=None if base is None else base.user,
         )
         record._tokens = None if base is None else base.tokens
         return record
@@ -227,10 +263,13 @@ class Persister:
                 record.created_at,
                 record.expiry_date,
                 policy,
+                record.user,
                 record._tokens,
             )
         )
         session._cookie = 0
+        if session._intents is not None:
+            session._intents.bind = None
 
     async def _create(
         self, session: Session, data: dict[str, Any], base: Snapshot | None, now: float
@@ -239,14 +278,22 @@ class Persister:
         record = self._record(session, new_id(), base, data, self.codec.pack(data), now)
         record.version = 0
         record._tokens = None  # a new item: no history
-        await self.store.create(record)
+        record.user = self._binding(session) if base is None else None
+        if record.user is not None:
+            await self.user_store().bind(record, max_sessions=self.max_sessions)
+        else:
+            await self.store.create(record)
         _telemetry.count("create")
         self._settled(session, record, data)
 
     async def _end(self, session: Session) -> Cookie:
         """flush(), or clear() leaving nothing: delete the item whatever happened to it."""
         old = session.id
-        if old is not None:
+        user = None if session._loaded is None else session._loaded.user
+        if old is not None and user is not None and self._users is not None:
+            await self._users.delete_bound(old, user.user_key)
+            await notify(self.on_event, "ended", old)
+        elif old is not None:
             await self.store.delete(old)
             await notify(self.on_event, "ended", old)
         had_cookie = old is not None or session._cookie != NO_COOKIE
@@ -260,6 +307,8 @@ class Persister:
         )
         dict.clear(session)  # else the late commit at body end would create it under a new id
         _forget(session)
+        if session._intents is not None:
+            session._intents.bind = None
         if lost is not None:
             await notify(self.on_event, "lost_race", lost)
         return Cookie.EXPIRE
@@ -284,6 +333,8 @@ class Persister:
         this one loaded, the new item gets that write too, with this request's changes on top.
         Any failure after the take undoes it, so a failed login leaves the old session as it was.
         """
+        if loaded.user is not None or self._binding(session) is not None:
+            return await self._rebind(session, loaded, now)
         changes = self._changes(session, loaded)
         mine = dict(dict.items(session))
         if not mine:  # everything removed at login: the session ends as a whole
@@ -337,6 +388,47 @@ class Persister:
         await notify(self.on_event, "cycled", new.id, previous=loaded.id)
         return Cookie.NEW
 
+    async def _rebind(self, session: Session, loaded: Snapshot, now: float) -> Cookie:
+        """A cycle where a user binding is involved (set_user, or cycle_id on a bound session):
+        one `bind` takes the old item at the version loaded, writes the new one and updates the
+        users' indexes; a write that landed meanwhile is merged and the bind tried again."""
+        store = self.user_store()
+        binding = self._binding(session)
+        changes = self._changes(session, loaded)
+        data = dict(dict.items(session))
+        base = loaded
+        for attempt in range(self.save_attempts):
+            if not data and binding is None:  # unbound and empty: nothing left to keep
+                return await self._end(session)
+            record = self._record(session, new_id(), base, data, self.codec.pack(data), now)
+            record.version = 0
+            record._tokens = None  # a new item: no history
+            record.user = binding
+            old_user = None if base.user is None else base.user.user_key
+            taken = Replaced(loaded.id, base.version, old_user)
+            cap = self.max_sessions if binding is not None else None
+            try:
+                await store.bind(record, replaces=taken, max_sessions=cap)
+            except SessionConflict as conflict:
+                current = conflict.current
+                rebased = None if current is None else self._snapshot(current)
+                if current is None or rebased is None:
+                    return await self._gone(session, "id cycle")
+                base = replace(rebased, id=loaded.id)
+                if changes is not None:
+                    data = _apply(changes, current.data)
+                logger.info(
+                    "session %s changed meanwhile; merged (try %d)", log_id(loaded.id), attempt + 1
+                )
+                await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
+                continue
+            _telemetry.count("create")
+            self._settled(session, record, data)
+            logger.info("session %s cycled to %s", log_id(loaded.id), log_id(session.id))
+            await notify(self.on_event, "cycled", _id(session), previous=loaded.id)
+            return Cookie.NEW
+        raise StoreError(f"session id cycle gave up after {self.save_attempts} conflicting writes")
+
     async def _restore(self, taken: Record) -> None:
         """Undo a take; best effort (if it fails, the old session stays ended: fails closed)."""
         assert self._fine is not None
@@ -361,7 +453,12 @@ class Persister:
         if self._fine is None:
             return await self._write(session, loaded, loaded.packed, now)
         record = Record(
-            id=loaded.id, data={}, expiry_date=new_end, version=loaded.version, packed=b""
+            id=loaded.id,
+            data={},
+            expiry_date=new_end,
+            version=loaded.version,
+            packed=b"",
+            user=loaded.user,  # a bound item's refresh also stamps its last_seen
         )
         try:
             await self._fine.touch(record)
@@ -383,7 +480,7 @@ class Persister:
         for attempt in range(self.save_attempts):
             record = self._record(session, loaded.id, base, data, packed, now)
             try:
-                if data:
+                if data or loaded.user is not None:  # a bound session stays, even empty
                     await self.store.save(record)
                 elif self._fine is not None:
                     await self._fine.remove(record)
@@ -404,7 +501,7 @@ class Persister:
                 _telemetry.count("merge")
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
                 continue
-            if not data:
+            if not data and loaded.user is None:
                 _forget(session)
                 await notify(self.on_event, "ended", loaded.id)
                 return Cookie.EXPIRE
@@ -431,8 +528,14 @@ def _forget(session: Session) -> None:
 
 
 def _empty(session: Session) -> bool:
-    """Emptiness without marking the session accessed."""
-    return dict.__len__(session) == 0
+    """Emptiness without marking the session accessed; a session bound to a user (or about to
+    be) is not empty."""
+    if dict.__len__(session):
+        return False
+    intents = session._intents
+    if intents is not None and intents.bind is not None:
+        return intents.bind[0] is None
+    return session._loaded is None or session._loaded.user is None
 
 
 def _apply(changes: Changes, theirs: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,14 +1,16 @@
-"""The small seam between the DynamoDB store and the wire: six data-plane calls.
+"""The small seam between the DynamoDB store and the wire: the data-plane calls the store makes.
 
 Items and keys are DynamoDB attribute maps (``{"name": {"S": "..."}}``) with Binary values as
 ``bytes``. Every transport raises `ConditionFailed` for a failed condition and `StoreError` for
-anything else, so the store logic never sees a transport's own exceptions.
+anything else, so the store logic never sees a transport's own exceptions. A cancelled
+transaction raises `TransactionCanceled`, a `ConditionFailed` that says which items failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -46,6 +48,32 @@ class ConditionFailed(Exception):
     def __init__(self, item: Item | None) -> None:
         super().__init__("condition check failed")
         self.item = item
+
+
+class TransactionCanceled(ConditionFailed):
+    """A TransactWriteItems was cancelled: `reasons` has one code per item, in order ("None"
+    for an item that was fine, "ConditionalCheckFailed", "TransactionConflict", ...)."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(None)
+        self.reasons = reasons
+
+    @property
+    def retryable(self) -> bool:
+        """Only conflicts with other transactions (or throttling) failed: worth trying again."""
+        return all(r in _RETRYABLE_CANCEL for r in self.reasons) and any(
+            r != "None" for r in self.reasons
+        )
+
+
+_RETRYABLE_CANCEL = frozenset(
+    {"None", "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
+
+
+def cancel_reasons(document: dict[str, Any]) -> list[str]:
+    """The per-item codes of a TransactionCanceledException answer (botocore's or raw JSON)."""
+    return [str(r.get("Code") or "None") for r in document.get("CancellationReasons") or ()]
 
 
 def _expressions(
@@ -125,6 +153,36 @@ class RequestTransport:
         params = _expressions({"TableName": table, "Key": key}, condition, names, values)
         await self._request("DeleteItem", params)
 
+    async def transact_write(self, items: list[Item], *, token: str | None = None) -> None:
+        """Apply all `items` (``{"Put": ...}``, ``{"Update": ...}``, ...) or none of them.
+
+        `token` (ClientRequestToken) makes a retry of a lost answer idempotent for ten minutes;
+        it is set once here, so every attempt of a transport's retries sends the same one.
+        """
+        params: dict[str, Any] = {"TransactItems": items}
+        params["ClientRequestToken"] = token or uuid.uuid4().hex
+        await self._request("TransactWriteItems", params)
+
+    async def batch_get(
+        self,
+        table: str,
+        keys: list[Item],
+        *,
+        consistent: bool,
+        projection: str | None = None,
+        names: dict[str, str] | None = None,
+    ) -> tuple[list[Item], list[Item]]:
+        """Read up to 100 keys; returns the items found and the keys DynamoDB left unprocessed."""
+        request: dict[str, Any] = {"Keys": keys, "ConsistentRead": consistent}
+        if projection is not None:
+            request["ProjectionExpression"] = projection
+        if names:
+            request["ExpressionAttributeNames"] = names
+        result = await self._request("BatchGetItem", {"RequestItems": {table: request}})
+        items: list[Item] = result.get("Responses", {}).get(table, [])
+        unprocessed: list[Item] = result.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+        return items, unprocessed
+
     async def batch_write(self, table: str, requests: list[Item]) -> list[Item]:
         """Write up to 25 requests; returns those DynamoDB left unprocessed."""
         result = await self._request("BatchWriteItem", {"RequestItems": {table: requests}})
@@ -161,6 +219,8 @@ _METHODS = {
     "UpdateItem": "update_item",
     "DeleteItem": "delete_item",
     "BatchWriteItem": "batch_write_item",
+    "BatchGetItem": "batch_get_item",
+    "TransactWriteItems": "transact_write_items",
     "Scan": "scan",
 }
 
@@ -182,6 +242,8 @@ class AioBotocoreTransport(RequestTransport):
             error = exc.response.get("Error", {})
             if error.get("Code") == "ConditionalCheckFailedException":
                 raise ConditionFailed(exc.response.get("Item")) from None
+            if error.get("Code") == "TransactionCanceledException":
+                raise TransactionCanceled(cancel_reasons(exc.response)) from None
             code, text = error.get("Code"), error.get("Message")
             raise StoreError(f"DynamoDB {action} failed: {code}: {text}") from exc
         except (BotoCoreError, OSError, TimeoutError) as exc:

@@ -30,6 +30,8 @@ from ._transport import (
     call_budget,
     check_raw_response,
 )
+from ._user_index import SEEN_ATTR, UserIndex, binding_attrs, binding_of
+from ._users import Replaced, SessionInfo, handle_of, user_key
 from .errors import SessionConflict, SessionTooLarge, StoreError
 from .expiry import load_policy
 from .record import Record
@@ -196,6 +198,7 @@ class DynamoDBStore:
         self._clients: dict[RequestTransport, Any] = {}
         self._said: set[str] = set()  # why a fast transport was not used, logged once each
         self._table_check = TableCheck()
+        self._users = UserIndex(self)
 
     # -- lifecycle -------------------------------------------------------------------------
     # Connections belong to the event loop that uses them (`PerLoop`): a store used from another
@@ -360,6 +363,7 @@ class DynamoDBStore:
             item[p.created_name] = {"N": str(int(record.created_at.timestamp()))}
         if record.policy is not None:
             item[p.policy_name] = {"S": record.policy}
+        item.update(binding_attrs(record.user, self._clock()))
         size = item_size(item)
         if size > self.max_item_size:
             raise SessionTooLarge(size, self.max_item_size)
@@ -400,6 +404,7 @@ class DynamoDBStore:
             if policy is not None:
                 load_policy(policy)
             expiry_date = _moment(expires)
+            user = binding_of(item)
         except (KeyError, ValueError, TypeError, OverflowError, OSError) as exc:
             logger.warning("unreadable session item %s ignored: %s", log_id(session_id), exc)
             return None
@@ -410,6 +415,7 @@ class DynamoDBStore:
             version=version,
             created_at=created_at,
             policy=policy,
+            user=user,
             # no `packed`: a caller may change `data` before save(), which must write the change
         )
         if whole:
@@ -536,16 +542,22 @@ class DynamoDBStore:
 
     async def touch(self, record: Record) -> None:
         """Renew the expiry of the live item at `record.version` (one UpdateItem of that
-        attribute); `SessionConflict` when it changed or ended meanwhile."""
+        attribute, and of `last_seen` for a bound record); `SessionConflict` when it changed or
+        ended meanwhile."""
         wire = await self._transport()
         condition, names, values = self._versioned(record)
         expires = str(epoch(record.expiry_date))
         values[":exp"] = {"N": expires}
+        update = "SET #exp = :exp"
+        if record.user is not None:
+            update += ", #seen = :seen"
+            names["#seen"] = SEEN_ATTR
+            values[":seen"] = {"N": str(int(self._clock()))}
         try:
             await wire.update_item(
                 self.props.table_name,
                 self.key(record.id),
-                update="SET #exp = :exp",
+                update=update,
                 condition=condition,
                 names=names,
                 values=values,
@@ -644,6 +656,38 @@ class DynamoDBStore:
         except StoreError as failure:
             if await self._after(wire, record.id, failure) is not None:
                 raise
+
+    # -- users and devices (the per-user index: _user_index.py) ----------------------------
+
+    async def user_sessions(self, user_id: str) -> list[SessionInfo]:
+        """The user's live sessions, newest first (a consistent GetItem of the user's index and
+        one consistent BatchGetItem per 100 sessions; dead entries are pruned on the way)."""
+        return await self._users.sessions(user_key(user_id))
+
+    async def revoke_user(self, user_id: str, keep: str | None = None) -> int:
+        """End every session of the user but `keep` (a session id); how many were live."""
+        kept = None if keep is None else self._users.stored(keep)
+        return await self._users.revoke(user_key(user_id), lambda k: k != kept)
+
+    async def revoke(self, user_id: str, handle: str) -> bool:
+        """End the user's session with this `SessionInfo.handle`; False when none was live."""
+        ended = await self._users.revoke(user_key(user_id), lambda k: handle_of(k) == handle)
+        return ended > 0
+
+    def session_handle(self, session_id: str) -> str:
+        """The `SessionInfo.handle` the listing gives this session."""
+        return handle_of(self._users.stored(session_id))
+
+    async def bind(
+        self, record: Record, *, replaces: Replaced | None = None, max_sessions: int | None = None
+    ) -> None:
+        """Create a bound session in one TransactWriteItems with its index entry (see
+        `UserStore.bind`)."""
+        await self._users.bind(record, replaces, max_sessions)
+
+    async def delete_bound(self, session_id: str, user: str) -> None:
+        """Delete a bound session (DeleteItem), then its index entry (UpdateItem)."""
+        await self._users.delete_bound(session_id, user)
 
     # -- maintenance -----------------------------------------------------------------------
 

@@ -15,8 +15,10 @@ from ._ids import log_id
 from ._litestar import note_session_id
 from ._persist import Cookie, Persister
 from ._replaced import replacement_data
+from ._user_seal import UserSeal
+from ._users import UserStore
 from .codec import Codec, Types
-from .cookies import CookieFormat, SameSite, Signer, cookie_values
+from .cookies import CookieFormat, SameSite, Signer, _key_bytes, cookie_values
 from .errors import SessionError, SessionTooLarge, StoreError
 from .events import OnEvent
 from .expiry import AtDateTime, Expiry, OnSessionEnd
@@ -55,6 +57,7 @@ class SessionMiddleware:
         absolute_timeout: timedelta | None = None,
         save_attempts: int = 8,
         retry_after: int = 1,
+        max_sessions_per_user: int | None = None,
         clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
         on_event: OnEvent | None = None,
         types: Types = (),
@@ -70,6 +73,12 @@ class SessionMiddleware:
             raise ValueError("absolute_timeout must be positive")
         if save_attempts < 1:
             raise ValueError("save_attempts must be at least 1")
+        if max_sessions_per_user is not None and (
+            isinstance(max_sessions_per_user, bool)
+            or not isinstance(max_sessions_per_user, int)
+            or max_sessions_per_user < 1
+        ):
+            raise ValueError("max_sessions_per_user must be a positive int or None")
         self.app = app
         self.store = store
         if getattr(store, "clock_skew", False) is None:  # our stores: unset means the middleware's
@@ -96,8 +105,15 @@ class SessionMiddleware:
             absolute_timeout=absolute_timeout,
             save_attempts=save_attempts,
             clock=clock,
+            seal=UserSeal([_key_bytes(k) for k in _key_list(secret_keys)]),
+            max_sessions_per_user=max_sessions_per_user,
             on_event=on_event,
         )
+        if max_sessions_per_user is not None and not isinstance(store, UserStore):
+            raise ValueError(
+                f"max_sessions_per_user needs a store with a per-user index; "
+                f"{type(store).__name__} has none (DynamoDBStore and MemoryStore do)"
+            )
         self.retry_after = str(retry_after).encode()
         self.clock = clock
         # None: no scope is excluded. With an opt key, the first request settles which test
@@ -462,6 +478,10 @@ async def _store_lifespan(
             await closer()
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def _key_list(secret_keys: str | bytes | Sequence[str | bytes]) -> list[str | bytes]:
+    return [secret_keys] if isinstance(secret_keys, (str, bytes)) else list(secret_keys)
 
 
 async def _nothing() -> None:

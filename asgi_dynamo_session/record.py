@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._users import Binding
 
 
 @dataclass
@@ -13,7 +16,8 @@ class Record:
 
     `version` is 0 for a record not stored yet; stores bump it on every write. `created_at` is
     kept across saves and id cycles (it bounds `absolute_timeout`); `policy` is a per-session
-    expiry policy in `expiry.dump_policy` form, or None for the middleware's.
+    expiry policy in `expiry.dump_policy` form, or None for the middleware's. `user` is the
+    session's binding to a user (`Session.set_user`), None for an unbound session.
     """
 
     id: str
@@ -23,6 +27,7 @@ class Record:
     created_at: datetime | None = None
     policy: str | None = None
     packed: bytes | None = field(default=None, repr=False, compare=False)
+    user: Binding | None = None
     # Set by our stores on a loaded record: `data` encoded, as stored (saves the middleware a
     # pack per request). Not a constructor argument: a changed `data` never meets stale bytes.
     _snapshot: bytes | None = field(default=None, init=False, repr=False, compare=False)

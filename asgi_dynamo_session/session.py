@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import codec
+from ._users import pack_meta
 from .errors import SessionError
 from .expiry import Expiry
+
+if TYPE_CHECKING:
+    from ._users import Binding, SessionInfo
 
 _MISSING: Any = object()
 
@@ -28,13 +33,14 @@ class Snapshot:
     created_at: datetime | None
     expires: datetime
     policy: Expiry | None  # the session's own expiry policy, None for the middleware's
+    user: Binding | None = None  # the user the session is bound to (`set_user`)
     tokens: str | None = None  # the store's record of its last writes (carried into saves)
 
 
 class Intents:
     """What the request asked for beyond plain data changes; cleared by each write."""
 
-    __slots__ = ("cleared", "cycle", "expiry", "expiry_set", "flushed", "pending")
+    __slots__ = ("bind", "cleared", "cycle", "expiry", "expiry_set", "flushed", "pending")
 
     def __init__(self) -> None:
         self.cleared = False  # the data was replaced as a whole (clear(), set_session)
@@ -43,6 +49,8 @@ class Intents:
         self.expiry_set = False  # set_expiry() was called; `expiry` is the new policy
         self.expiry: Expiry | None = None
         self.pending: Any = None  # a cookie action from an explicit save(), not yet sent
+        # set_user(): (user id or None to unbind, encoded meta); kept until a write binds it
+        self.bind: tuple[str | None, bytes | None] | None = None
 
     def any(self) -> bool:
         return self.cleared or self.flushed or self.cycle or self.expiry_set
@@ -98,10 +106,81 @@ class Session(dict[str, Any]):
         self._want().cycle = True
 
     def flush(self) -> None:
-        """Clear the data, delete the stored item and expire the cookie (call at logout)."""
+        """Clear the data, delete the stored item and expire the cookie (call at logout); a
+        bound session is unbound (taken off its user's list)."""
         self._accessed = True
-        self._want().flushed = True
+        intents = self._want()
+        intents.flushed = True
+        intents.bind = (None, None) if self._bound() else None
         dict.clear(self)
+
+    # -- users and devices -----------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str | None:
+        """The user this session is bound to (`set_user`), or None."""
+        intents = self._intents
+        if intents is not None and intents.bind is not None:
+            return intents.bind[0]
+        user = None if self._loaded is None else self._loaded.user
+        if user is None or self._owner is None:
+            return None
+        user_id: str | None = self._owner.user_id_of(user)
+        return user_id
+
+    def set_user(self, user_id: str | None, meta: dict[str, Any] | None = None) -> None:
+        """Bind the session to `user_id` (None unbinds) and give it a new id at the next save,
+        as `cycle_id()` does. `meta` is a small dict kept with the user's list of sessions
+        (e.g. a device label); it counts toward the session's size."""
+        if user_id is not None and (not isinstance(user_id, str) or not user_id):
+            raise TypeError(f"a user id must be a non-empty str or None, got {user_id!r}")
+        if user_id is None and meta:
+            raise ValueError("meta needs a user: set_user(None) unbinds")
+        packed = pack_meta(meta)
+        self._users()  # a clear error now for a store without a per-user index
+        self._accessed = True
+        intents = self._want()
+        if user_id is None and not self._bound():
+            intents.bind = None  # nothing stored to unbind; drops a binding asked for earlier
+            return
+        intents.bind = (user_id, packed)
+        intents.cycle = True
+
+    async def user_sessions(self) -> list[SessionInfo]:
+        """The live sessions of this session's user, newest first, this one marked `current`
+        ([] when unbound). A binding asked for in this request is saved first."""
+        store = self._users()
+        await self._bind_now()
+        user_id = self.user_id
+        if user_id is None:
+            return []
+        infos: list[SessionInfo] = await store.user_sessions(user_id)
+        mine = None if self.id is None else store.session_handle(self.id)
+        return [dataclasses.replace(i, current=True) if i.handle == mine else i for i in infos]
+
+    async def revoke_others(self) -> int:
+        """End every other session of this session's user ("log out other devices"); how many
+        were live. A binding asked for in this request is saved first."""
+        store = self._users()
+        await self._bind_now()
+        user_id = self.user_id
+        if user_id is None:
+            return 0
+        ended: int = await store.revoke_user(user_id, keep=self.id)
+        return ended
+
+    def _bound(self) -> bool:
+        return self._loaded is not None and self._loaded.user is not None
+
+    async def _bind_now(self) -> None:
+        intents = self._intents
+        if intents is not None and intents.bind is not None and intents.bind[0] is not None:
+            await self.save()
+
+    def _users(self) -> Any:
+        if self._owner is None:
+            raise SessionError("this session is not attached to a SessionMiddleware")
+        return self._owner.user_store()
 
     def set_expiry(self, expiry: Expiry | None) -> None:
         """Give this session its own expiry policy; None returns to the middleware's."""
@@ -192,9 +271,14 @@ class Session(dict[str, Any]):
         dict.update(self, *args, **kwargs)
 
     def clear(self) -> None:
-        """Remove all data; the whole session is replaced at save (an empty one is deleted)."""
+        """Remove all data; the whole session is replaced at save (an empty one is deleted).
+        A bound session is unbound: data set after clear() goes to a new, unbound id."""
         self._accessed = True
-        self._want().cleared = True
+        intents = self._want()
+        intents.cleared = True
+        if self._bound():
+            intents.bind = (None, None)
+            intents.cycle = True
         dict.clear(self)
 
     def copy(self) -> dict[str, Any]:

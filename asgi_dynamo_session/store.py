@@ -9,8 +9,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
 
 from . import codec
-from ._ids import log_id, new_id
+from ._ids import hash_id, log_id, new_id
 from ._seal import EncryptionKeys
+from ._users import Binding, Replaced, SessionInfo, handle_of, newest_first, unpack_meta, user_key
 from .errors import SessionConflict, SessionTooLarge, StoreError
 from .record import Record
 
@@ -86,14 +87,29 @@ def epoch(moment: datetime) -> int:
 
 
 class _Entry:
-    __slots__ = ("created_at", "expires", "payload", "policy", "version")
+    __slots__ = ("created_at", "expires", "payload", "policy", "seen", "user", "version")
 
-    def __init__(self, record: Record, payload: bytes, expires: int, version: int) -> None:
+    def __init__(
+        self, record: Record, payload: bytes, expires: int, version: int, seen: float
+    ) -> None:
         self.payload = payload  # as DynamoDBStore would store it: format byte, maybe sealed
         self.expires = expires
         self.version = version
         self.created_at = record.created_at
         self.policy = record.policy
+        self.user = record.user
+        self.seen = seen
+
+
+class _IndexEntry:
+    """One session in a user's index: when it was created and bound, and the app's meta."""
+
+    __slots__ = ("bound", "created", "meta")
+
+    def __init__(self, created: float, bound: float, meta: bytes | None) -> None:
+        self.created = created
+        self.bound = bound
+        self.meta = meta
 
 
 class MemoryStore:
@@ -116,6 +132,7 @@ class MemoryStore:
         compress_above: int | None = 8 * 1024,
     ):
         self._items: dict[str, _Entry] = {}
+        self._index: dict[str, dict[str, _IndexEntry]] = {}  # user key -> session id -> entry
         self._ended: dict[str, _Entry] = {}  # taken, not yet deleted or restored
         self._clock = clock
         self._retries = create_key_max_retry_attempts
@@ -158,6 +175,7 @@ class MemoryStore:
             version=entry.version,
             created_at=entry.created_at,
             policy=entry.policy,  # no `packed`: the caller may change `data` before save()
+            user=entry.user,
         )
         if whole:
             record._snapshot = bytes(packed)
@@ -169,7 +187,7 @@ class MemoryStore:
         size = len(payload) + _LAYOUT + len(record.policy or "")
         if size > self.max_item_size:
             raise SessionTooLarge(size, self.max_item_size)
-        return _Entry(record, payload, epoch(record.expiry_date), version)
+        return _Entry(record, payload, epoch(record.expiry_date), version, self._clock())
 
     def _writable(self, record: Record) -> _Entry:
         """The entry a conditional write of `record` may replace, else `SessionConflict`."""
@@ -201,7 +219,9 @@ class MemoryStore:
         self._ended.pop(session_id, None)
 
     async def touch(self, record: Record) -> None:
-        self._writable(record).expires = epoch(record.expiry_date)
+        entry = self._writable(record)
+        entry.expires = epoch(record.expiry_date)
+        entry.seen = self._clock()
 
     async def take(self, session_id: str) -> Record | None:
         entry = self._live(session_id, self._margin())
@@ -221,3 +241,111 @@ class MemoryStore:
             return  # gone is what was asked for, whoever removed it (as DynamoDBStore)
         self._writable(record)
         del self._items[record.id]
+
+    # -- users and devices: the same semantics as DynamoDBStore's per-user index -----------
+
+    def _owned(self, session_id: str, user: str) -> _Entry | None:
+        entry = self._live(session_id)
+        if entry is None or entry.user is None or entry.user.user_key != user:
+            return None
+        return entry
+
+    async def user_sessions(self, user_id: str) -> list[SessionInfo]:
+        """The user's live sessions, newest first (entries of dead sessions are pruned)."""
+        user = user_key(user_id)
+        index = self._index.get(user, {})
+        listed: list[tuple[float, SessionInfo]] = []
+        for session_id, mark in list(index.items()):
+            entry = self._owned(session_id, user)
+            if entry is None:
+                del index[session_id]
+                continue
+            created = entry.created_at.timestamp() if entry.created_at else mark.created
+            info = SessionInfo(
+                handle=handle_of(hash_id(session_id)),
+                created_at=datetime.fromtimestamp(created, timezone.utc),
+                expires_at=datetime.fromtimestamp(entry.expires, timezone.utc),
+                last_seen=datetime.fromtimestamp(entry.seen, timezone.utc),
+                current=False,
+                meta=unpack_meta(mark.meta),
+            )
+            listed.append((mark.bound, info))
+        if not index:
+            self._index.pop(user, None)
+        return newest_first(listed)
+
+    def _end_listed(self, user: str, session_ids: list[str]) -> int:
+        index = self._index.get(user, {})
+        ended = 0
+        for session_id in session_ids:
+            if self._owned(session_id, user) is not None:
+                del self._items[session_id]
+                ended += 1
+            index.pop(session_id, None)
+        if not index:
+            self._index.pop(user, None)
+        return ended
+
+    async def revoke_user(self, user_id: str, keep: str | None = None) -> int:
+        """End every session of the user but `keep` (a session id); how many were live."""
+        user = user_key(user_id)
+        targets = [sid for sid in self._index.get(user, {}) if sid != keep]
+        return self._end_listed(user, targets)
+
+    async def revoke(self, user_id: str, handle: str) -> bool:
+        """End the user's session with this `SessionInfo.handle`; False when none was live."""
+        user = user_key(user_id)
+        targets = [sid for sid in self._index.get(user, {}) if handle_of(hash_id(sid)) == handle]
+        return self._end_listed(user, targets) > 0
+
+    def session_handle(self, session_id: str) -> str:
+        """The `SessionInfo.handle` the listing gives this session."""
+        return handle_of(hash_id(session_id))
+
+    async def bind(
+        self, record: Record, *, replaces: Replaced | None = None, max_sessions: int | None = None
+    ) -> None:
+        """Create a (bound or unbound) session, end `replaces` and the user's surplus, and
+        keep the index in step: all at once, like DynamoDBStore's one transaction."""
+        binding: Binding | None = record.user
+        if binding is None and replaces is None:
+            raise ValueError("bind() needs a user binding or a session to replace")
+        if max_sessions is not None and max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        if replaces is not None:
+            old = self._live(replaces.id, self._margin())
+            if old is None or old.version != replaces.version:
+                raise SessionConflict(None if old is None else self._record(replaces.id, old))
+        for _ in range(self._retries + 1):
+            if self._live(record.id) is None:
+                break
+            record.id = new_id()
+        else:
+            raise StoreError("could not find a free session id")
+        now = self._clock()
+        if replaces is not None:
+            del self._items[replaces.id]
+            if replaces.user_key is not None:
+                self._end_listed(replaces.user_key, [replaces.id])
+        if binding is not None:
+            index = self._index.setdefault(binding.user_key, {})
+            if max_sessions is not None:
+                live = sorted(
+                    (sid for sid in index if self._owned(sid, binding.user_key) is not None),
+                    key=lambda sid: (index[sid].created, index[sid].bound),
+                )
+                self._end_listed(binding.user_key, live[: max(0, len(live) + 1 - max_sessions)])
+                index = self._index.setdefault(binding.user_key, {})
+            created = record.created_at.timestamp() if record.created_at else now
+            index[record.id] = _IndexEntry(created, now, binding.meta)
+        self._items[record.id] = self._entry(record, 1)
+        record.version = 1
+
+    async def delete_bound(self, session_id: str, user: str) -> None:
+        """Delete a bound session and its entry in the user's index."""
+        self._items.pop(session_id, None)
+        index = self._index.get(user)
+        if index is not None:
+            index.pop(session_id, None)
+            if not index:
+                del self._index[user]

@@ -47,6 +47,7 @@ APPS = {
     "litestar": "examples.litestar_app",
     "quart": "examples.quart_app",
     "raw": "examples.raw_asgi",
+    "devices": "examples.devices",
 }
 ALIASES = {"raw_asgi": "raw", **{module.split(".")[1]: name for name, module in APPS.items()}}
 
