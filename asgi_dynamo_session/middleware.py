@@ -332,14 +332,6 @@ class SessionMiddleware:
         if not session.modified and pending is None:
             return
         had_id = session.id
-        if intents is not None and intents.cycle and had_id is not None:
-            # the browser can no longer learn a new id: keep this one rather than log it out
-            intents.cycle = False
-            logger.warning(
-                "session %s: cycle_id() after the response started is ignored (the browser "
-                "could not be told the new id); call it before the response starts",
-                log_id(had_id),
-            )
         try:
             action, _ = await self.persister.commit(session)
         except (SessionError, TypeError) as exc:

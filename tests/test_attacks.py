@@ -450,24 +450,6 @@ def streaming(action: Callable[[Session], Any]) -> Any:
     return app
 
 
-async def test_a_cycle_after_the_response_started_keeps_the_same_id(
-    direct: DynamoDBStore, raw: Any
-) -> None:
-    """README: 'A change made after the response started is saved when the body ends (same
-    id)'. A cycle_id() there moves the data to an id the browser is never told of."""
-    cookie = cookie_of(await fetch(middleware(app_doing(lambda s: s.update(n=0)), direct)))
-
-    def login(session: Session) -> None:
-        session.cycle_id()
-        session["user"] = "ada"
-
-    response = await fetch(middleware(streaming(login), direct), f"id={cookie}")
-    assert set_cookies(response) == []
-    assert await stored(raw, direct, sid(cookie)) == {"n": 0, "user": "ada"}, (
-        "the browser's cookie now names nothing: logged out"
-    )
-
-
 # --- 12. policies that do not come back as they were set ---------------------------------------
 
 

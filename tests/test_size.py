@@ -229,6 +229,10 @@ async def test_store_refuses_an_item_over_its_limit(
 # -- through the middleware --------------------------------------------------------------------
 
 
+#: What each save adds to an item until it keeps its last 8 write tokens: a space and a token.
+TOKEN = 17
+
+
 async def test_just_under_and_just_over_the_limit(
     dynamodb_server: Any,
     dynamodb_client: Any,
@@ -264,18 +268,19 @@ async def test_just_under_and_just_over_the_limit(
         assert item_size(before) == SMALL
         assert data_of(before) == payload("text", n)
 
-        # Growing it by one byte: 500, the stored session untouched.
+        # Growing it by one byte: 500, the stored session untouched. (A save also adds its
+        # write token to the item's history of its last writes: TOKEN more bytes.)
         caplog.clear()
         assert_too_large(await call(mw, f"/fill?kind=text&n={n + 1}", cookie))
         assert await item_of(dynamodb_client, store, cookie) == before
-        assert_logged_sizes(caplog, SMALL + 1, SMALL, cookie)
+        assert_logged_sizes(caplog, SMALL + 1 + TOKEN, SMALL, cookie)
 
-        # Just under is stored again.
-        response = await call(mw, f"/fill?kind=text&n={n - 1}", cookie)
+        # Just under (with room for the token) is stored again.
+        response = await call(mw, f"/fill?kind=text&n={n - TOKEN}", cookie)
         assert response.status_code == 200
         after = await item_of(dynamodb_client, store, cookie)
         assert after is not None
-        assert data_of(after) == payload("text", n - 1)
+        assert data_of(after) == payload("text", n - TOKEN)
         assert after["version"] == {"N": "2"}
 
 
@@ -344,7 +349,7 @@ async def test_just_under_and_just_over_the_limit_when_compressed(
         caplog.clear()
         assert_too_large(await call(mw, f"/fill?kind=mixed&n={n + 1}", cookie))
         assert await item_of(dynamodb_client, store, cookie) == before
-        assert_logged_sizes(caplog, over, SMALL, cookie)
+        assert_logged_sizes(caplog, over + TOKEN, SMALL, cookie)
 
 
 # -- DynamoDB's own 400 KB limit ---------------------------------------------------------------
