@@ -1,7 +1,8 @@
 """``python -m benchmarks [--quick] [--out DIR] [--only SCENARIO ...]``: run, print, write results.
 
-Starts an in-memory dynalite on a free loopback port (unless ``DYNAMODB_ENDPOINT_URL`` is set, in
-which case the tables it creates there are deleted at the end), with fake AWS credentials.
+Starts an in-memory dynalite on a free loopback port, and a moto for the users scenario
+(dynalite has no transactions), unless ``DYNAMODB_ENDPOINT_URL`` is set, in which case the
+tables it creates there are deleted at the end; with fake AWS credentials.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import _env, _tls, codec_bench, e2e, inprocess, report, store_rt
+from . import _env, _tls, codec_bench, e2e, inprocess, report, store_rt, users_rt
 from ._env import REGION
 from ._measure import Plan, Series
 
-SCENARIOS = ("store", "middleware", "http", "codec")
+SCENARIOS = ("store", "middleware", "http", "codec", "users")
 
 
 def plans(quick: bool) -> dict[str, Any]:
@@ -30,12 +31,14 @@ def plans(quick: bool) -> dict[str, Any]:
             "middleware": Plan(rounds=7, ops={1: 300, 32: 300}, warmup=20, round_seconds=4),
             "http": e2e.HttpPlan(rounds=2, connections=(1, 32), duration=1.2, warmup=0.4),
             "codec": {"batches": 30, "batch": 200},
+            "users": Plan(rounds=3, ops={1: 10}, warmup=2, round_seconds=4),
         }
     return {
         "store": Plan(rounds=9, ops={1: 160, 32: 320}, warmup=30, round_seconds=30),
         "middleware": Plan(rounds=15, ops={1: 1000, 32: 1000}, warmup=100, round_seconds=30),
         "http": e2e.HttpPlan(rounds=3, connections=(1, 32), duration=8.0, warmup=2.0),
         "codec": {"batches": 300, "batch": 500},
+        "users": Plan(rounds=7, ops={1: 100}, warmup=10, round_seconds=30),
     }
 
 
@@ -136,6 +139,28 @@ def store_variants(
     return series
 
 
+def users_scenario(
+    plan: Plan, table: str, notes: dict[str, str], took: dict[str, float]
+) -> list[Series]:
+    """Bind, list and revoke beside a plain create, on a moto started for them (its own
+    server: the other scenarios' dynalite has no TransactWriteItems)."""
+    print("users and devices (moto) ...", flush=True)
+    began = time.perf_counter()
+    series: list[Series] = []
+    try:
+        with _env.moto() as endpoint:
+            try:
+                series = asyncio.run(users_rt.run(endpoint, table, plan, notes))
+            finally:
+                if os.environ.get("DYNAMODB_ENDPOINT_URL"):
+                    asyncio.run(drop_tables(endpoint, [table]))
+    except Exception as exc:  # reported; the other scenarios' results are still written
+        notes["scenario users"] = f"failed: {type(exc).__name__}: {exc}"
+        print(f"  failed: {type(exc).__name__}: {exc}", flush=True)
+    took["users"] = round(time.perf_counter() - began, 1)
+    return series
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
@@ -145,7 +170,16 @@ def main(argv: list[str] | None = None) -> None:
     p = plans(args.quick)
     only = set(args.only)
     run_id = uuid.uuid4().hex[:8]
-    kinds = ("store", "store-tls", "store-tls-uv", "store-uv", "middleware", "http", "hand")
+    kinds = (
+        "store",
+        "store-tls",
+        "store-tls-uv",
+        "store-uv",
+        "middleware",
+        "http",
+        "hand",
+        "users",
+    )
     tables = {k: f"bench-{run_id}-{k}" for k in kinds}
     notes: dict[str, str] = {}
     took: dict[str, float] = {}
@@ -153,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     series: list[Series] = []
     server = "none"
-    if only - {"codec"}:
+    if only - {"codec", "users"}:
         with _env.dynamodb() as (endpoint, server, dynamodb_pid):
             print(f"DynamoDB: {server} at {endpoint}", flush=True)
             try:
@@ -165,6 +199,10 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 if server == "external":
                     asyncio.run(drop_tables(endpoint, list(tables.values())))
+    if "users" in only:
+        series += users_scenario(p["users"], tables["users"], notes, took)
+        if not os.environ.get("DYNAMODB_ENDPOINT_URL"):
+            server = "moto" if server == "none" else f"{server} (users: moto)"
     if "codec" in only:
         print("codec ...", flush=True)
         codec_began = time.perf_counter()

@@ -127,6 +127,27 @@ def dynamodb() -> Iterator[tuple[str, str, int | None]]:
         ) from None
 
 
+@contextlib.contextmanager
+def moto() -> Iterator[str]:
+    """The endpoint of a moto server started here (DynamoDB's transactions, which dynalite
+    lacks), or the user's ``DYNAMODB_ENDPOINT_URL``; stopped like `dynamodb`'s."""
+    external = os.environ.get("DYNAMODB_ENDPOINT_URL")
+    fake_credentials(external=bool(external))
+    try:
+        with _children.stop_on_signals():
+            if external:
+                yield external
+                return
+            port = free_port()
+            server = str(ROOT / "tests" / "moto_atomic.py")
+            with spawn([sys.executable, server, "127.0.0.1", str(port)], port):
+                yield f"http://127.0.0.1:{port}"
+    except _children.Stopped as stop:
+        raise SystemExit(
+            f"benchmark stopped by {stop.name}; the servers it started are stopped"
+        ) from None
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """This process's environment (fake credentials included) for a child importing this repo."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)

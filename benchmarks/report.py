@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import codec_bench, e2e, inprocess, store_rt
+from . import codec_bench, e2e, inprocess, store_rt, users_rt
 from ._measure import Series
 
 SCENARIOS = {
@@ -23,6 +23,7 @@ SCENARIOS = {
     "middleware": "2. Middleware in process (ASGI calls)",
     "http": "3. End to end over HTTP (uvicorn, load from another process)",
     "codec": "4. Codec, ~1 KB session",
+    "users": "5. Users and devices, beside a plain create (moto: it has transactions)",
 }
 CPU_NOTE = {
     "store": "client CPU per op",
@@ -33,6 +34,7 @@ CPU_NOTE = {
     "middleware": "CPU per request",
     "http": "server CPU per request",
     "codec": "CPU per op",
+    "users": "client CPU per op",
 }
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -47,7 +49,7 @@ class RatioSpec:
     scenario: str
     top: tuple[str, str]  # (case, variant)
     bottom: tuple[str, str]
-    figure: str  # "cpu" or "throughput"
+    figure: str  # "cpu", "throughput" or "wall" (time per op)
     concurrency: int
     goal: tuple[str, float] | None = None
 
@@ -230,6 +232,19 @@ SPECS = [
         )
         for case in ("encode", "decode")
     ),
+    *(
+        RatioSpec(
+            f"{transport} {op} / {transport} create, {'CPU' if figure == 'cpu' else 'wall'}",
+            users_rt.SCENARIO,
+            (users_rt.CASE, users_rt.variant_name(transport, op)),
+            (users_rt.CASE, users_rt.variant_name(transport, "create")),
+            figure,
+            1,
+        )
+        for transport in users_rt.TRANSPORTS
+        for op in users_rt.OPS[1:]
+        for figure in ("cpu", "wall")
+    ),
 ]
 
 
@@ -259,6 +274,8 @@ def ratios(series: list[Series]) -> list[dict[str, Any]]:
         if top is not None and bottom is not None:
             if spec.figure == "cpu":
                 value = paired_ratio(top.rounds_cpu_us, bottom.rounds_cpu_us)
+            elif spec.figure == "wall":  # time per op: the inverse of the throughput
+                value = paired_ratio(bottom.rounds_rate, top.rounds_rate)
             else:
                 value = paired_ratio(top.rounds_rate, bottom.rounds_rate)
         passed = None
