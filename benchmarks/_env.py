@@ -127,6 +127,14 @@ def dynamodb() -> Iterator[tuple[str, str, int | None]]:
         ) from None
 
 
+#: tests/moto_atomic.py with werkzeug's line per request (errors still show) silenced.
+_MOTO_QUIET = (
+    "import logging, runpy, sys; logging.getLogger('werkzeug').setLevel(logging.WARNING); "
+    "sys.argv = [sys.argv[1], '127.0.0.1', sys.argv[2]]; runpy.run_path(sys.argv[0], "
+    "run_name='__main__')"
+)
+
+
 @contextlib.contextmanager
 def moto() -> Iterator[str]:
     """The endpoint of a moto server started here (DynamoDB's transactions, which dynalite
@@ -140,7 +148,7 @@ def moto() -> Iterator[str]:
                 return
             port = free_port()
             server = str(ROOT / "tests" / "moto_atomic.py")
-            with spawn([sys.executable, server, "127.0.0.1", str(port)], port):
+            with spawn([sys.executable, "-c", _MOTO_QUIET, server, str(port)], port):
                 yield f"http://127.0.0.1:{port}"
     except _children.Stopped as stop:
         raise SystemExit(
