@@ -303,8 +303,9 @@ class UserIndex:
             return False
         return True
 
-    async def revoke(self, user: str, pick: Callable[[str], bool]) -> int:
-        """End the user's sessions whose stored key `pick` accepts; how many were live.
+    async def revoke(self, user: str, pick: Callable[[str], bool]) -> list[str]:
+        """End the user's sessions whose stored key `pick` accepts; the stored keys of those
+        that were live (and so were ended by this call).
 
         After the deletes the index is read again: a session that an in-flight request cycled
         (its entry names the revoked one as the session it replaced) is ended too.
@@ -313,7 +314,7 @@ class UserIndex:
         index = await self._read(wire, user)
         targets = [k for k in index.entries if pick(k)]
         ended: set[str] = set()
-        count = 0
+        live: list[str] = []
         gate = asyncio.Semaphore(_PARALLEL)
 
         async def end(k: str) -> bool:
@@ -321,12 +322,13 @@ class UserIndex:
                 return await self._end(wire, user, k)
 
         while targets:
-            count += sum(await asyncio.gather(*(end(k) for k in targets)))
+            results = await asyncio.gather(*(end(k) for k in targets))
+            live.extend(k for k, done in zip(targets, results, strict=True) if done)
             ended.update(targets)
             await self._prune(wire, user, index, targets)
             index = await self._read(wire, user)
             targets = [k for k, e in index.entries.items() if e.prev in ended and k not in ended]
-        return count
+        return live
 
     async def delete_bound(self, session_id: str, user: str) -> None:
         """Delete a bound session, then its index entry (a lost second write leaves an entry
