@@ -132,6 +132,13 @@ class Persister:
             return None
         return self.user_id_of(snapshot.user)
 
+    async def _capped(self, record: Record) -> None:
+        """Tell `on_event` of the sessions `max_sessions_per_user` ended for a bind."""
+        if record._ended and record.user is not None and self.on_event is not None:
+            user_id = self.user_id_of(record.user)
+            if user_id is not None:
+                await self.revoked(record._ended, user_id)
+
     async def revoked(self, keys: list[str], user_id: str) -> None:
         """Tell `on_event` of sessions a request revoked (`revoke_others`), by hashed id."""
         for key in keys:
@@ -294,6 +301,7 @@ class Persister:
         record.user = self._binding(session) if base is None else None
         if record.user is not None:
             await self.user_store().bind(record, max_sessions=self.max_sessions)
+            await self._capped(record)
         else:
             await self.store.create(record)
         _telemetry.count("create")
@@ -426,6 +434,7 @@ class Persister:
             cap = self.max_sessions if binding is not None else None
             try:
                 await store.bind(record, replaces=taken, max_sessions=cap)
+                await self._capped(record)
             except SessionConflict as conflict:
                 current = conflict.current
                 rebased = None if current is None else self._snapshot(current)

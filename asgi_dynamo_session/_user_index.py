@@ -351,12 +351,13 @@ class UserIndex:
         store = self.store
         wire = await store._transport()
         collisions = conflicts = 0
+        ended: list[str] = []  # the user's sessions the cap ended, as stored keys
         while True:
             token = new_token()
-            planned = await self._plan(wire, record, replaces, max_sessions, token)
+            planned = await self._plan(wire, record, replaces, max_sessions, token, ended)
             if planned is None:
                 continue  # more to end than one transaction holds: ended some, plan again
-            items, checked = planned
+            items, checked, surplus = planned
             try:
                 await wire.transact_write(items)
             except TransactionCanceled as cancel:
@@ -388,6 +389,8 @@ class UserIndex:
                     raise
             break
         record.version = 1
+        ended.extend(surplus)
+        record._ended = ended if store.props.hash_ids else [hash_id(k) for k in ended]
 
     async def _plan(
         self,
@@ -396,7 +399,8 @@ class UserIndex:
         replaces: Replaced | None,
         cap: int | None,
         token: str,
-    ) -> tuple[list[Item], list[int]] | None:
+        ended: list[str],
+    ) -> tuple[list[Item], list[int], list[str]] | None:
         """The transaction's items, and the positions of the version-checked index updates.
 
         None when the cap means ending more sessions than one transaction holds: the oldest
@@ -422,6 +426,7 @@ class UserIndex:
         if replaces is not None:
             items.append({"Delete": self._take_old(replaces)})
         updates: dict[str, _Update] = {}
+        surplus: list[str] = []
         user = record.user
         if replaces is not None and replaces.user_key is not None and old_k is not None:
             updates.setdefault(replaces.user_key, _Update()).removes.append(old_k)
@@ -445,7 +450,8 @@ class UserIndex:
                 if len(surplus) > room:
                     early = surplus[: len(surplus) - room]
                     for k in early:
-                        await self._end(wire, user.user_key, k)
+                        if await self._end(wire, user.user_key, k):
+                            ended.append(k)
                     await self._prune(wire, user.user_key, _Index({}, None), early)
                     return None
                 for k in surplus:
@@ -460,7 +466,7 @@ class UserIndex:
             if update.checked:
                 checked.append(len(items))
             items.append({"Update": update.params(p.table_name, self._index_key(user_key))})
-        return items, checked
+        return items, checked, surplus
 
     def _take_old(self, replaces: Replaced) -> Item:
         """The Delete of the session a bind replaces: live and at the version loaded."""

@@ -339,7 +339,8 @@ class MemoryStore:
                     (sid for sid in index if self._owned(sid, binding.user_key) is not None),
                     key=lambda sid: (index[sid].created, index[sid].bound),
                 )
-                self._end_listed(binding.user_key, live[: max(0, len(live) + 1 - max_sessions)])
+                surplus = live[: max(0, len(live) + 1 - max_sessions)]
+                record._ended = self._end_listed(binding.user_key, surplus)
                 index = self._index.setdefault(binding.user_key, {})
             created = record.created_at.timestamp() if record.created_at else now
             index[record.id] = _IndexEntry(created, now, binding.meta)
