@@ -126,6 +126,24 @@ class Persister:
             raise no_user_store(self.store)
         return self._users
 
+    def _user_of(self, snapshot: Snapshot | None) -> str | None:
+        """The user a stored session is bound to, for events (None when unbound)."""
+        if self.on_event is None or snapshot is None or snapshot.user is None:
+            return None
+        return self.user_id_of(snapshot.user)
+
+    async def _capped(self, record: Record) -> None:
+        """Tell `on_event` of the sessions `max_sessions_per_user` ended for a bind."""
+        if record._ended and record.user is not None and self.on_event is not None:
+            user_id = self.user_id_of(record.user)
+            if user_id is not None:
+                await self.revoked(record._ended, user_id)
+
+    async def revoked(self, keys: list[str], user_id: str) -> None:
+        """Tell `on_event` of sessions a request revoked (`revoke_others`), by hashed id."""
+        for key in keys:
+            await notify(self.on_event, "revoked", key, user_id=user_id, hashed=True)
+
     def user_id_of(self, binding: Binding) -> str | None:
         """The user id sealed in a binding; None (logged) when no key opens it."""
         user_id = None if self.seal is None else self.seal.open(binding.sealed, binding.user_key)
@@ -193,7 +211,9 @@ class Persister:
         if loaded is None:
             if not _empty(session):
                 await self._create(session, dict(dict.items(session)), None, now)
-                await notify(self.on_event, "created", _id(session))
+                await notify(
+                    self.on_event, "created", _id(session), user_id=self._user_of(session._loaded)
+                )
                 return Cookie.NEW, now
             if session._cookie == NO_COOKIE:
                 return Cookie.KEEP, now
@@ -281,6 +301,7 @@ class Persister:
         record.user = self._binding(session) if base is None else None
         if record.user is not None:
             await self.user_store().bind(record, max_sessions=self.max_sessions)
+            await self._capped(record)
         else:
             await self.store.create(record)
         _telemetry.count("create")
@@ -290,18 +311,20 @@ class Persister:
         """flush(), or clear() leaving nothing: delete the item whatever happened to it."""
         old = session.id
         user = None if session._loaded is None else session._loaded.user
+        who = self._user_of(session._loaded)
         if old is not None and user is not None and self._users is not None:
             await self._users.delete_bound(old, user.user_key)
-            await notify(self.on_event, "ended", old)
+            await notify(self.on_event, "ended", old, user_id=who)
         elif old is not None:
             await self.store.delete(old)
-            await notify(self.on_event, "ended", old)
+            await notify(self.on_event, "ended", old, user_id=who)
         had_cookie = old is not None or session._cookie != NO_COOKIE
         _forget(session)
         return Cookie.EXPIRE if had_cookie else Cookie.KEEP
 
     async def _gone(self, session: Session, what: str) -> Cookie:
         lost = session.id
+        who = self._user_of(session._loaded)
         logger.warning(
             "session %s was deleted meanwhile; %s dropped, cookie expired", log_id(lost), what
         )
@@ -310,7 +333,7 @@ class Persister:
         if session._intents is not None:
             session._intents.bind = None
         if lost is not None:
-            await notify(self.on_event, "lost_race", lost)
+            await notify(self.on_event, "lost_race", lost, user_id=who)
         return Cookie.EXPIRE
 
     def _changes(self, session: Session, loaded: Snapshot) -> Changes | None:
@@ -385,7 +408,9 @@ class Persister:
             raise StoreError(f"session id cycle not completed: {exc}") from exc
         await self._discard(loaded.id)  # the taken item
         logger.info("session %s cycled to %s", log_id(loaded.id), log_id(new.id))
-        await notify(self.on_event, "cycled", new.id, previous=loaded.id)
+        await notify(
+            self.on_event, "cycled", new.id, previous=loaded.id, user_id=self._user_of(new)
+        )
         return Cookie.NEW
 
     async def _rebind(self, session: Session, loaded: Snapshot, now: float) -> Cookie:
@@ -409,6 +434,7 @@ class Persister:
             cap = self.max_sessions if binding is not None else None
             try:
                 await store.bind(record, replaces=taken, max_sessions=cap)
+                await self._capped(record)
             except SessionConflict as conflict:
                 current = conflict.current
                 rebased = None if current is None else self._snapshot(current)
@@ -425,7 +451,13 @@ class Persister:
             _telemetry.count("create")
             self._settled(session, record, data)
             logger.info("session %s cycled to %s", log_id(loaded.id), log_id(session.id))
-            await notify(self.on_event, "cycled", _id(session), previous=loaded.id)
+            await notify(
+                self.on_event,
+                "cycled",
+                _id(session),
+                previous=loaded.id,
+                user_id=self._user_of(session._loaded),
+            )
             return Cookie.NEW
         raise StoreError(f"session id cycle gave up after {self.save_attempts} conflicting writes")
 
@@ -503,7 +535,7 @@ class Persister:
                 continue
             if not data and loaded.user is None:
                 _forget(session)
-                await notify(self.on_event, "ended", loaded.id)
+                await notify(self.on_event, "ended", loaded.id, user_id=self._user_of(loaded))
                 return Cookie.EXPIRE
             _telemetry.count("save")
             self._settled(session, record, data)

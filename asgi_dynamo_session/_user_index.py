@@ -303,8 +303,9 @@ class UserIndex:
             return False
         return True
 
-    async def revoke(self, user: str, pick: Callable[[str], bool]) -> int:
-        """End the user's sessions whose stored key `pick` accepts; how many were live.
+    async def revoke(self, user: str, pick: Callable[[str], bool]) -> list[str]:
+        """End the user's sessions whose stored key `pick` accepts; the stored keys of those
+        that were live (and so were ended by this call).
 
         After the deletes the index is read again: a session that an in-flight request cycled
         (its entry names the revoked one as the session it replaced) is ended too.
@@ -313,7 +314,7 @@ class UserIndex:
         index = await self._read(wire, user)
         targets = [k for k in index.entries if pick(k)]
         ended: set[str] = set()
-        count = 0
+        live: list[str] = []
         gate = asyncio.Semaphore(_PARALLEL)
 
         async def end(k: str) -> bool:
@@ -321,12 +322,13 @@ class UserIndex:
                 return await self._end(wire, user, k)
 
         while targets:
-            count += sum(await asyncio.gather(*(end(k) for k in targets)))
+            results = await asyncio.gather(*(end(k) for k in targets))
+            live.extend(k for k, done in zip(targets, results, strict=True) if done)
             ended.update(targets)
             await self._prune(wire, user, index, targets)
             index = await self._read(wire, user)
             targets = [k for k, e in index.entries.items() if e.prev in ended and k not in ended]
-        return count
+        return live
 
     async def delete_bound(self, session_id: str, user: str) -> None:
         """Delete a bound session, then its index entry (a lost second write leaves an entry
@@ -349,12 +351,13 @@ class UserIndex:
         store = self.store
         wire = await store._transport()
         collisions = conflicts = 0
+        ended: list[str] = []  # the user's sessions the cap ended, as stored keys
         while True:
             token = new_token()
-            planned = await self._plan(wire, record, replaces, max_sessions, token)
+            planned = await self._plan(wire, record, replaces, max_sessions, token, ended)
             if planned is None:
                 continue  # more to end than one transaction holds: ended some, plan again
-            items, checked = planned
+            items, checked, surplus = planned
             try:
                 await wire.transact_write(items)
             except TransactionCanceled as cancel:
@@ -386,6 +389,8 @@ class UserIndex:
                     raise
             break
         record.version = 1
+        ended.extend(surplus)
+        record._ended = ended if store.props.hash_ids else [hash_id(k) for k in ended]
 
     async def _plan(
         self,
@@ -394,7 +399,8 @@ class UserIndex:
         replaces: Replaced | None,
         cap: int | None,
         token: str,
-    ) -> tuple[list[Item], list[int]] | None:
+        ended: list[str],
+    ) -> tuple[list[Item], list[int], list[str]] | None:
         """The transaction's items, and the positions of the version-checked index updates.
 
         None when the cap means ending more sessions than one transaction holds: the oldest
@@ -420,6 +426,7 @@ class UserIndex:
         if replaces is not None:
             items.append({"Delete": self._take_old(replaces)})
         updates: dict[str, _Update] = {}
+        surplus: list[str] = []
         user = record.user
         if replaces is not None and replaces.user_key is not None and old_k is not None:
             updates.setdefault(replaces.user_key, _Update()).removes.append(old_k)
@@ -443,7 +450,8 @@ class UserIndex:
                 if len(surplus) > room:
                     early = surplus[: len(surplus) - room]
                     for k in early:
-                        await self._end(wire, user.user_key, k)
+                        if await self._end(wire, user.user_key, k):
+                            ended.append(k)
                     await self._prune(wire, user.user_key, _Index({}, None), early)
                     return None
                 for k in surplus:
@@ -458,7 +466,7 @@ class UserIndex:
             if update.checked:
                 checked.append(len(items))
             items.append({"Update": update.params(p.table_name, self._index_key(user_key))})
-        return items, checked
+        return items, checked, surplus
 
     def _take_old(self, replaces: Replaced) -> Item:
         """The Delete of the session a bind replaces: live and at the version loaded."""

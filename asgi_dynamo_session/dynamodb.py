@@ -666,13 +666,18 @@ class DynamoDBStore:
 
     async def revoke_user(self, user_id: str, keep: str | None = None) -> int:
         """End every session of the user but `keep` (a session id); how many were live."""
+        return len(await self._revoke_user(user_id, keep))
+
+    async def _revoke_user(self, user_id: str, keep: str | None) -> list[str]:
+        """`revoke_user`, telling the stored keys (hashed ids) of the sessions it ended."""
         kept = None if keep is None else self._users.stored(keep)
-        return await self._users.revoke(user_key(user_id), lambda k: k != kept)
+        ended = await self._users.revoke(user_key(user_id), lambda k: k != kept)
+        return ended if self.props.hash_ids else [hash_id(k) for k in ended]
 
     async def revoke(self, user_id: str, handle: str) -> bool:
         """End the user's session with this `SessionInfo.handle`; False when none was live."""
         ended = await self._users.revoke(user_key(user_id), lambda k: handle_of(k) == handle)
-        return ended > 0
+        return bool(ended)
 
     def session_handle(self, session_id: str) -> str:
         """The `SessionInfo.handle` the listing gives this session."""

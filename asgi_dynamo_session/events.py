@@ -39,13 +39,14 @@ async def notify(
     *,
     previous: str | None = None,
     user_id: str | None = None,
+    hashed: bool = False,
 ) -> None:
-    """Tell `callback` (sync or async) of one event; an error in it is logged, never raised."""
+    """Tell `callback` (sync or async) of one event; an error in it is logged, never raised.
+    `hashed`: `session_id` is already the hashed id (a revoked session, known only so)."""
     if callback is None:
         return
-    event = SessionEvent(
-        kind, hash_id(session_id), None if previous is None else hash_id(previous), user_id
-    )
+    key = session_id if hashed else hash_id(session_id)
+    event = SessionEvent(kind, key, None if previous is None else hash_id(previous), user_id)
     try:
         result = callback(event)
         if inspect.isawaitable(result):

@@ -35,3 +35,5 @@ class Record:
     _taken: str | None = field(default=None, init=False, repr=False, compare=False)
     # Set by our stores: the tokens of the stored item's last writes, carried into the next save.
     _tokens: str | None = field(default=None, init=False, repr=False, compare=False)
+    # Set by a store's `bind`: the hashed ids of the sessions `max_sessions` ended for it.
+    _ended: list[str] = field(default_factory=list, init=False, repr=False, compare=False)

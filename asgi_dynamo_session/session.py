@@ -166,8 +166,13 @@ class Session(dict[str, Any]):
         user_id = self.user_id
         if user_id is None:
             return 0
-        ended: int = await store.revoke_user(user_id, keep=self.id)
-        return ended
+        revoke = getattr(store, "_revoke_user", None)
+        if revoke is None:  # a store of the user's own: the count only
+            ended: int = await store.revoke_user(user_id, keep=self.id)
+            return ended
+        keys: list[str] = await revoke(user_id, self.id)
+        await self._owner.revoked(keys, user_id)
+        return len(keys)
 
     def _bound(self) -> bool:
         return self._loaded is not None and self._loaded.user is not None

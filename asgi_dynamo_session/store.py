@@ -274,13 +274,14 @@ class MemoryStore:
             self._index.pop(user, None)
         return newest_first(listed)
 
-    def _end_listed(self, user: str, session_ids: list[str]) -> int:
+    def _end_listed(self, user: str, session_ids: list[str]) -> list[str]:
+        """End those of `session_ids` that are live sessions of `user`; their hashed ids."""
         index = self._index.get(user, {})
-        ended = 0
+        ended: list[str] = []
         for session_id in session_ids:
             if self._owned(session_id, user) is not None:
                 del self._items[session_id]
-                ended += 1
+                ended.append(hash_id(session_id))
             index.pop(session_id, None)
         if not index:
             self._index.pop(user, None)
@@ -288,6 +289,10 @@ class MemoryStore:
 
     async def revoke_user(self, user_id: str, keep: str | None = None) -> int:
         """End every session of the user but `keep` (a session id); how many were live."""
+        return len(await self._revoke_user(user_id, keep))
+
+    async def _revoke_user(self, user_id: str, keep: str | None) -> list[str]:
+        """`revoke_user`, telling the hashed ids of the sessions it ended."""
         user = user_key(user_id)
         targets = [sid for sid in self._index.get(user, {}) if sid != keep]
         return self._end_listed(user, targets)
@@ -296,7 +301,7 @@ class MemoryStore:
         """End the user's session with this `SessionInfo.handle`; False when none was live."""
         user = user_key(user_id)
         targets = [sid for sid in self._index.get(user, {}) if handle_of(hash_id(sid)) == handle]
-        return self._end_listed(user, targets) > 0
+        return bool(self._end_listed(user, targets))
 
     def session_handle(self, session_id: str) -> str:
         """The `SessionInfo.handle` the listing gives this session."""
@@ -334,7 +339,8 @@ class MemoryStore:
                     (sid for sid in index if self._owned(sid, binding.user_key) is not None),
                     key=lambda sid: (index[sid].created, index[sid].bound),
                 )
-                self._end_listed(binding.user_key, live[: max(0, len(live) + 1 - max_sessions)])
+                surplus = live[: max(0, len(live) + 1 - max_sessions)]
+                record._ended = self._end_listed(binding.user_key, surplus)
                 index = self._index.setdefault(binding.user_key, {})
             created = record.created_at.timestamp() if record.created_at else now
             index[record.id] = _IndexEntry(created, now, binding.meta)

@@ -370,3 +370,23 @@ async def running(app: Any, **config: Any) -> AsyncIterator[str]:
             await asyncio.wait_for(task, 20)  # after 20 s it cancels the server's task
     finally:
         sock.close()
+
+
+class Paused:
+    """An app step that waits inside the app (session loaded, not yet saved) until released."""
+
+    def __init__(self) -> None:
+        self.inside = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.inside.set()
+        await self.go.wait()
+
+    async def run(self, first: Any, then: Callable[[], Any]) -> Any:
+        """Start `first` (an awaitable that pauses), run `then` while it waits, finish both."""
+        task = asyncio.ensure_future(first)
+        await asyncio.wait_for(self.inside.wait(), 10)
+        other = await then()
+        self.go.set()
+        return await task, other

@@ -19,6 +19,7 @@ from support import (
     SECRET,
     T0,
     Clock,
+    Paused,
     app_doing,
     cookie_of,
     dynamo_store,
@@ -46,25 +47,6 @@ from asgi_dynamo_session import (
 )
 
 pytestmark = pytest.mark.usefixtures("library_logs")
-
-
-class Paused:
-    """An app step that waits inside the app (session loaded, not yet saved) until released."""
-
-    def __init__(self) -> None:
-        self.inside = asyncio.Event()
-        self.go = asyncio.Event()
-
-    async def wait(self) -> None:
-        self.inside.set()
-        await self.go.wait()
-
-    async def run(self, first: Any, then: Callable[[], Any]) -> Any:
-        task = asyncio.ensure_future(first)
-        await asyncio.wait_for(self.inside.wait(), 10)
-        other = await then()
-        self.go.set()
-        return await task, other
 
 
 class GatedProxy(FaultProxy):

@@ -7,13 +7,12 @@ the server applied whose response the client never got).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -29,6 +28,7 @@ from support import (
     T0,
     Clock,
     CountingStore,
+    Paused,
     app_doing,
     cookie_of,
     dynamo_store,
@@ -71,26 +71,6 @@ async def proxied(
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-
-
-class Paused:
-    """An app step that waits inside the app (session loaded, not yet saved) until released."""
-
-    def __init__(self) -> None:
-        self.inside = asyncio.Event()
-        self.go = asyncio.Event()
-
-    async def wait(self) -> None:
-        self.inside.set()
-        await self.go.wait()
-
-    async def run(self, first: Any, then: Callable[[], Any]) -> Any:
-        """Start `first` (an awaitable that pauses), run `then` while it waits, finish both."""
-        task = asyncio.ensure_future(first)
-        await asyncio.wait_for(self.inside.wait(), 10)
-        other = await then()
-        self.go.set()
-        return await task, other
 
 
 # --- 1. hostile cookie bytes never reach hmac or the store ------------------------------------

@@ -54,6 +54,7 @@ from asgi_dynamo_session import (
     Record,
     SessionConflict,
     SessionError,
+    SessionEvent,
     SessionInfo,
 )
 from asgi_dynamo_session._transport import RequestTransport
@@ -1029,3 +1030,36 @@ async def test_other_table_layouts_keep_the_index_beside_the_sessions(
         assert await scan_all(raw, table_name) == []
     finally:
         await raw.delete_table(TableName=table_name)
+
+
+async def test_events_name_the_user_and_the_revoked_sessions(astore: Any, clock: Clock) -> None:
+    events: list[SessionEvent] = []
+    app = app_for(astore, clock, on_event=events.append)
+    anonymous = cookie_of(await call(app, "/anon"))
+    laptop = await login(app, cookie=anonymous)
+    phone = await login(app)
+    events.clear()
+
+    assert (await call(app, "/others", laptop)).json() == 1
+    await call(app, "/logout", laptop)
+
+    assert events == [
+        SessionEvent("revoked", hashed(sid(phone)), user_id=EMAIL),
+        SessionEvent("ended", hashed(sid(laptop)), user_id=EMAIL),
+    ]
+
+
+async def test_the_sessions_the_cap_ends_are_told_as_revoked(astore: Any, clock: Clock) -> None:
+    events: list[SessionEvent] = []
+    app = app_for(astore, clock, on_event=events.append, max_sessions_per_user=2)
+    oldest = await login(app)
+    clock.advance(1)
+    await login(app)
+    clock.advance(1)
+    events.clear()
+    newest = await login(app)
+
+    assert SessionEvent("revoked", hashed(sid(oldest)), user_id=EMAIL) in events
+    assert [e.kind for e in events].count("revoked") == 1
+    assert (await read(app, oldest))["user"] is None
+    assert (await read(app, newest))["user"] == EMAIL

@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 from support import SECRET, signed
 
-#: The example apps: module, and the count its page shows on the first load. The devices page of
-#: issue 11 (examples/devices.py, not written yet) gets its own scenarios in test_devices.py.
+#: The example apps: module, and the count its page shows on the first load. The devices page
+#: (examples/devices.py) shows no count: its scenarios are in test_devices.py.
 EXAMPLES = {
     "counter": ("examples.counter", 0),
     "starlette": ("examples.starlette_app", 1),
