@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shlex
 import sys
@@ -401,6 +402,10 @@ async def _cloudformation_command(ctx: Context) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    # The library's own warnings (e.g. the store's table check on open) would reach stderr
+    # through logging's last-resort handler beside the command's own message: the command
+    # reports every failure itself, in its own words.
+    logging.getLogger("asgi_dynamo_session").addHandler(logging.NullHandler())
     parser = build_parser()
     args = parser.parse_args(arguments)
     try:
