@@ -604,11 +604,11 @@ class DynamoDBStore:
                 old=True,
             )
         except ConditionFailed as failed:
-            old = failed.item or await self._current(wire, session_id)
+            old = failed.item or await self._taken_now(wire, session_id, token, None)
             if self._ended_by(old) != token:
                 return None
         except StoreError as failure:
-            old = await self._after(wire, session_id, failure)
+            old = await self._taken_now(wire, session_id, token, failure)
             if self._ended_by(old) != token:
                 raise
         record = None if old is None else self._record(session_id, old, live=False, ended=True)
@@ -619,17 +619,40 @@ class DynamoDBStore:
 
     async def restore(self, taken: Record) -> None:
         """Undo `take` (the move it began failed): the item is live again, at a new version."""
-        wire = await self._transport()
+        await self._untake(await self._transport(), taken.id, taken._taken or "", quiet=False)
+
+    async def _taken_now(
+        self, wire: RequestTransport, session_id: str, token: str, failure: StoreError | None
+    ) -> Item | None:
+        """The item as stored now, to tell whether a take named `token` applied. When it cannot
+        be read, whether it did is unknown: the take is undone in case it did, and the failure
+        raised (a 503 that leaves the session as it was)."""
+        try:
+            return await self._current(wire, session_id)
+        except StoreError as exc:
+            await self._untake(wire, session_id, token)
+            raise (failure or exc) from None
+
+    async def _untake(
+        self, wire: RequestTransport, session_id: str, token: str, *, quiet: bool = True
+    ) -> None:
+        """Make the item live again if the take named `token` ended it; a StoreError is
+        logged (`quiet`: a best effort after a failure that is being raised anyway)."""
         p = self.props
-        with contextlib.suppress(ConditionFailed):  # not ended by that take: nothing to undo
-            await wire.update_item(
-                p.table_name,
-                self.key(taken.id),
-                update="REMOVE #end",
-                condition="#end = :tok",
-                names={"#end": p.ended_name},
-                values={":tok": {"S": taken._taken or ""}},
-            )
+        try:
+            with contextlib.suppress(ConditionFailed):  # not ended by that take: nothing to undo
+                await wire.update_item(
+                    p.table_name,
+                    self.key(session_id),
+                    update="REMOVE #end",
+                    condition="#end = :tok",
+                    names={"#end": p.ended_name},
+                    values={":tok": {"S": token}},
+                )
+        except StoreError as exc:
+            if not quiet:
+                raise
+            logger.warning("session %s may stay ended: %s", log_id(session_id), exc)
 
     def _ended_by(self, item: Item | None) -> str | None:
         """The token of the take that ended an item, if one did."""
